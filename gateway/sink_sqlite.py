@@ -1,0 +1,109 @@
+"""The embedded sink: one SQLite file in WAL mode, shared safely by every worker process.
+
+Writes are batched (thousands of rows per transaction) and idempotent on `event_id`
+(INSERT OR IGNORE), so a batch replayed after a crash never duplicates a row. A `sessions`
+view derives visits from `user_id` and `timestamp` with a 30-minute inactivity gap.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from gateway.schema import COLUMN_TYPES, COLUMNS
+
+_COLS_SQL = ", ".join(f'"{c}"' for c in COLUMNS)
+_INSERT = f"INSERT OR IGNORE INTO events ({_COLS_SQL}) VALUES ({', '.join('?' * len(COLUMNS))})"
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS events (
+  {", ".join(f'"{name}" {sqlt}' for name, sqlt, _ in COLUMN_TYPES)}
+);
+CREATE INDEX IF NOT EXISTS events_site_time ON events (domain, timestamp);
+CREATE INDEX IF NOT EXISTS events_visitor ON events (domain, user_id, timestamp);
+CREATE VIEW IF NOT EXISTS sessions AS
+WITH ordered AS (
+  SELECT domain, user_id, name, pathname, hostname, interactive, event_id,
+         unixepoch(timestamp) AS ts,
+         LAG(unixepoch(timestamp)) OVER w AS prev_ts
+  FROM events
+  WINDOW w AS (PARTITION BY domain, user_id ORDER BY timestamp, event_id)
+),
+numbered AS (
+  SELECT *, SUM(CASE WHEN prev_ts IS NULL OR ts - prev_ts > 1800 THEN 1 ELSE 0 END)
+            OVER (PARTITION BY domain, user_id ORDER BY ts, event_id ROWS UNBOUNDED PRECEDING) AS visit
+  FROM ordered
+)
+SELECT
+  domain,
+  user_id,
+  visit,
+  datetime(MIN(ts), 'unixepoch') AS start,
+  datetime(MAX(ts), 'unixepoch') AS end,
+  MAX(ts) - MIN(ts) AS duration,
+  (SELECT n2.pathname FROM numbered n2 WHERE n2.domain = n.domain AND n2.user_id = n.user_id
+     AND n2.visit = n.visit AND n2.name = 'pageview' ORDER BY n2.ts, n2.event_id LIMIT 1) AS entry_page,
+  (SELECT n2.pathname FROM numbered n2 WHERE n2.domain = n.domain AND n2.user_id = n.user_id
+     AND n2.visit = n.visit AND n2.name = 'pageview' ORDER BY n2.ts DESC, n2.event_id DESC LIMIT 1) AS exit_page,
+  SUM(name = 'pageview') AS pageviews,
+  SUM(name != 'engagement') AS events,
+  CASE WHEN SUM(name = 'pageview') >= 2
+         OR SUM(name NOT IN ('pageview', 'engagement') AND interactive = 1) > 0
+       THEN 0 ELSE 1 END AS is_bounce
+FROM numbered n
+GROUP BY domain, user_id, visit;
+"""
+
+
+def connect(path: Path, *, timeout: float = 30.0) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(path), timeout=timeout, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+    return conn
+
+
+def ensure_schema(path: Path) -> None:
+    conn = connect(path)
+    try:
+        conn.executescript(_SCHEMA)
+    finally:
+        conn.close()
+
+
+class SQLiteSink:
+    """Writes batches of row tuples. Thread-safe: writes are serialised by a lock."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        ensure_schema(path)
+        self._conn = connect(path)
+        self._lock = threading.Lock()
+
+    def write(self, rows: Sequence[tuple[object, ...]]) -> None:
+        if not rows:
+            return
+        with self._lock:
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(_INSERT, rows)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def ping(self) -> bool:
+        with self._lock:
+            try:
+                self._conn.execute("SELECT 1 FROM events LIMIT 1").fetchall()
+                return True
+            except sqlite3.Error:
+                return False
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
