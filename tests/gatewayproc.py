@@ -1,0 +1,148 @@
+"""Start the real gateway as a subprocess on a loopback port, talk HTTP to it, read its sink."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_config(base: Path, *, sites: dict[str, str] | None = None, workers: int = 1,
+                 trusted_proxies: list[str] | None = None, extra: str = "",
+                 flush_interval: float = 0.1, batch_size: int = 500) -> Path:
+    base.mkdir(parents=True, exist_ok=True)
+    (base / "sites").mkdir(exist_ok=True)
+    if sites is None:
+        sites = {"site": 'domain = "site.test"\n'}
+    for name, text in sites.items():
+        (base / "sites" / f"{name}.toml").write_text(text)
+    proxies = ["127.0.0.1/32", "::1/128"] if trusted_proxies is None else trusted_proxies
+    cfg = base / "gateway.toml"
+    cfg.write_text(
+        f'data_dir = "data"\nsites_dir = "sites"\ntrusted_proxies = {json.dumps(proxies)}\n'
+        f"{extra}\n"
+        f'[server]\nhost = "127.0.0.1"\nport = 8000\nworkers = {workers}\n'
+        f'[sink]\ntype = "sqlite"\nbatch_size = {batch_size}\nflush_interval = {flush_interval}\n'
+    )
+    return cfg
+
+
+class Gateway:
+    def __init__(self, config: Path, *, workers: int | None = None, env: dict[str, str] | None = None) -> None:
+        self.config = config
+        self.base = config.parent
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.workers = workers
+        self.env = env or {}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = self.base / f"gateway-{self.port}.log"
+        self.client = httpx.Client(base_url=self.url, timeout=10)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.base / "data"
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.data_dir / "events.sqlite3"
+
+    def start(self, timeout: float = 20.0) -> "Gateway":
+        cmd = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(self.config), "--port", str(self.port)]
+        if self.workers:
+            cmd += ["--workers", str(self.workers)]
+        env = {**os.environ, "PYTHONPATH": str(ROOT), **self.env}
+        self._log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                if self.client.get("/ready").status_code == 200:
+                    if not self.workers or self.workers == 1:
+                        return self
+                    # every worker must be up before tests spread requests over them
+                    if len(list((self.data_dir / "metrics").glob("worker-*.json"))) >= self.workers:
+                        return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"gateway did not become ready:\n{self.log()}")
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        try:
+            os.killpg(self.proc.pid, sig) if sig == signal.SIGKILL else self.proc.send_signal(sig)
+        except ProcessLookupError:
+            pass
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            return self.proc.wait(5)
+
+    def post(self, body: Any = None, *, content: bytes | str | None = None,
+             headers: dict[str, str] | None = None, ip: str | None = None,
+             ua: str | None = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36") -> httpx.Response:
+        h = {"content-type": "text/plain"}
+        if ua is not None:
+            h["user-agent"] = ua
+        if ip is not None:
+            h["x-forwarded-for"] = ip
+        h.update(headers or {})
+        if content is None:
+            content = json.dumps(body)
+        return self.client.post("/api/event", content=content, headers=h)
+
+    def rows(self, where: str = "1", params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        if not self.sqlite_path.exists():
+            return []
+        conn = sqlite3.connect(self.sqlite_path, timeout=10)
+        conn.row_factory = sqlite3.Row
+        try:
+            return [dict(r) for r in conn.execute(f"SELECT * FROM events WHERE {where} ORDER BY timestamp, rowid", params)]
+        except sqlite3.OperationalError:
+            return []
+        finally:
+            conn.close()
+
+    def wait_rows(self, n: int, where: str = "1", params: tuple[Any, ...] = (), timeout: float = 10.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        rows: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            rows = self.rows(where, params)
+            if len(rows) >= n:
+                return rows
+            time.sleep(0.05)
+        return rows
+
+    def close(self) -> None:
+        self.stop()
+        self.client.close()

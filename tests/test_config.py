@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.config import load_gateway_config, load_sites
+from gateway.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write(p: Path, text: str) -> Path:
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(text)
+    return p
+
+
+def test_shipped_config_and_example_site_are_valid() -> None:
+    cfg = load_gateway_config(ROOT / "config" / "gateway.toml")
+    sites = load_sites(cfg.sites_dir)
+    assert cfg.server.port == 8000 and cfg.sink.type == "sqlite"
+    assert sites.get("example.com") is not None
+
+
+def test_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
+    cfg = load_gateway_config(write(tmp_path / "etc" / "gw.toml", 'data_dir = "d"\nsites_dir = "s"\n'))
+    assert cfg.data_dir == tmp_path / "etc" / "d"
+    assert cfg.sites_dir == tmp_path / "etc" / "s"
+
+
+@pytest.mark.parametrize("text,key,reason", [
+    ('trusted_proxies = ["10.0.0.0/33"]', "trusted_proxies[0]", "is not an address or network"),
+    ("[server]\nport = 70000", "server.port", "at most 65535"),
+    ("[server]\nworkers = 0", "server.workers", "at least 1"),
+    ('[sink]\ntype = "mysql"', "sink.type", "must be 'sqlite' or 'clickhouse'"),
+    ("listen = 1", "listen", "unknown key"),
+    ("[server\n", "", "not valid TOML"),
+])
+def test_bad_gateway_config_names_file_key_and_reason(tmp_path: Path, text: str, key: str, reason: str) -> None:
+    path = write(tmp_path / "gw.toml", text)
+    with pytest.raises(ConfigError) as exc:
+        load_gateway_config(path)
+    assert str(path) in str(exc.value) and key in str(exc.value) and reason in str(exc.value)
+
+
+def test_sites_are_keyed_by_lower_cased_domain_and_aliases(tmp_path: Path) -> None:
+    write(tmp_path / "a.toml", 'domain = "WWW.Shop.Example"\naliases = ["shop.example.org"]\n')
+    sites = load_sites(tmp_path)
+    assert sites.get("shop.example") is sites.get("shop.example.org") is not None
+
+
+@pytest.mark.parametrize("text,key", [
+    ('aliases = ["x.test"]', "domain"),
+    ("domain = 5", "domain"),
+    ('domain = "a.test"\naliases = "b.test"', "aliases"),
+    ('domain = "a.test"\ncolour = "red"', "colour"),
+    ('domain = "a.test"\n[rate_limit]\nevents_per_minute = -1', "rate_limit.events_per_minute"),
+])
+def test_bad_site_file_is_refused_with_file_and_key(tmp_path: Path, text: str, key: str) -> None:
+    path = write(tmp_path / "bad.toml", text)
+    with pytest.raises(ConfigError) as exc:
+        load_sites(tmp_path)
+    assert str(path) in str(exc.value) and key in str(exc.value)
+
+
+def test_two_sites_claiming_one_domain_is_an_error(tmp_path: Path) -> None:
+    write(tmp_path / "a.toml", 'domain = "a.test"\n')
+    write(tmp_path / "b.toml", 'domain = "b.test"\naliases = ["a.test"]\n')
+    with pytest.raises(ConfigError, match="already declared"):
+        load_sites(tmp_path)
