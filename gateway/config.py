@@ -46,7 +46,14 @@ class SinkConfig:
 class LimitsConfig:
     max_body_bytes: int = 64 * 1024
     max_batch_events: int = 100
-    max_buffer_events: int = 200_000  # per worker; past it the gateway answers 503
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolConfig:
+    fsync: str = "interval"  # "interval": group fsync every fsync_interval; "always": per request
+    fsync_interval: float = 0.2
+    segment_bytes: int = 4 * 1024 * 1024
+    max_disk_bytes: int = 1024 * 1024 * 1024  # past it the gateway answers 503
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +65,7 @@ class GatewayConfig:
     server: ServerConfig = field(default_factory=ServerConfig)
     sink: SinkConfig = field(default_factory=SinkConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    spool: SpoolConfig = field(default_factory=SpoolConfig)
     sections: dict[str, Any] = field(default_factory=dict)  # raw tables for optional features (geo, lists, ...)
 
     @property
@@ -166,9 +174,22 @@ def load_gateway_config(path: str | os.PathLike[str]) -> GatewayConfig:
     limits = LimitsConfig(
         max_body_bytes=_positive_int(src, "limits.max_body_bytes", limits_raw.get("max_body_bytes", 64 * 1024)),
         max_batch_events=_positive_int(src, "limits.max_batch_events", limits_raw.get("max_batch_events", 100)),
-        max_buffer_events=_positive_int(src, "limits.max_buffer_events", limits_raw.get("max_buffer_events", 200_000)),
     )
-    sections = {k: raw[k] for k in ("geo", "lists", "shared", "tracker", "spool", "salts") if k in raw}
+    spool_raw = raw.get("spool", {})
+    _expect(src, "spool", spool_raw, dict, "a table")
+    unknown = sorted(set(spool_raw) - {"fsync", "fsync_interval", "segment_bytes", "max_disk_bytes"})
+    if unknown:
+        raise ConfigError(src, f"spool.{unknown[0]}", "unknown key")
+    fsync = spool_raw.get("fsync", "interval")
+    if fsync not in ("interval", "always", "never"):
+        raise ConfigError(src, "spool.fsync", f"must be 'interval', 'always' or 'never', got {fsync!r}")
+    spool = SpoolConfig(
+        fsync=fsync,
+        fsync_interval=_positive_number(src, "spool.fsync_interval", spool_raw.get("fsync_interval", 0.2)),
+        segment_bytes=_positive_int(src, "spool.segment_bytes", spool_raw.get("segment_bytes", 4 * 1024 * 1024)),
+        max_disk_bytes=_positive_int(src, "spool.max_disk_bytes", spool_raw.get("max_disk_bytes", 1024**3)),
+    )
+    sections = {k: raw[k] for k in ("geo", "lists", "shared", "tracker", "salts") if k in raw}
     for k, v in sections.items():
         _expect(src, k, v, dict, "a table")
     return GatewayConfig(
@@ -179,6 +200,7 @@ def load_gateway_config(path: str | os.PathLike[str]) -> GatewayConfig:
         server=server,
         sink=sink,
         limits=limits,
+        spool=spool,
         sections=sections,
     )
 

@@ -1,0 +1,311 @@
+"""The durable spool: a 202 means the event is on disk.
+
+Each worker appends the rows it accepts to its own append-only segment file under
+`<data_dir>/spool/` *before* the HTTP answer is sent (one `write(2)` per request, so a killed
+process loses nothing the kernel has; `fsync` runs on a short interval, or per request with
+`fsync = "always"`, for power loss). A shipper moves whole segments to the sink and deletes a
+segment only after the sink has acknowledged every row in it. Sinks are idempotent on
+`event_id`, so delivery is at-least-once and a replay never duplicates a row.
+
+Segment life cycle (file names carry the state, so a rename is a state change):
+
+    <owner>-<seq>.open        being appended to by one worker (owner = pid + random tag)
+    <owner>-<seq>.ready       closed, waiting for any shipper
+    <owner>-<seq>.ship-<who>  claimed by the shipper of worker <who> (an atomic rename)
+
+At start, before any worker runs, `recover()` turns every `.open` and `.ship-*` left behind by a
+crash into `.ready`, so whoever ships next replays them. Record format: 4-byte little-endian
+length, 4-byte CRC32 of the payload, payload (orjson list of rows). A torn or corrupt record ends
+the segment: the reader stops there and reports it, it never refuses to start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import struct
+import time
+import zlib
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+
+log = logging.getLogger("gateway.spool")
+
+_HEADER = struct.Struct("<II")
+_MAX_RECORD = 64 * 1024 * 1024
+
+
+class Sink(Protocol):
+    def write(self, rows: list[tuple[Any, ...]]) -> None: ...
+    def close(self) -> None: ...
+
+
+def encode_record(rows: Sequence[tuple[Any, ...]]) -> bytes:
+    payload = orjson.dumps(rows)
+    return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+@dataclass(slots=True)
+class ReadResult:
+    rows: list[tuple[Any, ...]]
+    torn: bool  # the segment ended in an incomplete or corrupt record
+
+
+def read_segment(path: Path) -> ReadResult:
+    data = path.read_bytes()
+    rows: list[tuple[Any, ...]] = []
+    pos, n = 0, len(data)
+    while pos < n:
+        if pos + _HEADER.size > n:
+            return ReadResult(rows, True)
+        length, crc = _HEADER.unpack_from(data, pos)
+        start = pos + _HEADER.size
+        end = start + length
+        if length > _MAX_RECORD or end > n:
+            return ReadResult(rows, True)
+        payload = data[start:end]
+        if zlib.crc32(payload) != crc:
+            return ReadResult(rows, True)
+        try:
+            rows.extend(tuple(r) for r in orjson.loads(payload))
+        except orjson.JSONDecodeError:
+            return ReadResult(rows, True)
+        pos = end
+    return ReadResult(rows, False)
+
+
+def _seq_of(name: str) -> int:
+    # "<pid>-<seq>.ready" or "<pid>-<seq>.ship-<pid>": seq orders segments by creation time
+    stem = name.split(".", 1)[0]
+    try:
+        return int(stem.rsplit("-", 1)[1])
+    except (IndexError, ValueError):
+        return 0
+
+
+def recover(spool_dir: Path) -> int:
+    """Make every segment left by a previous run shippable. Call with no worker running."""
+    spool_dir.mkdir(parents=True, exist_ok=True)
+    n = 0
+    for p in spool_dir.iterdir():
+        if p.suffix == ".open" or ".ship-" in p.name:
+            stem = p.name.split(".", 1)[0]
+            os.replace(p, spool_dir / f"{stem}.ready")
+            n += 1
+        elif p.suffix == ".ready":
+            n += 1
+    return n
+
+
+def spool_usage(spool_dir: Path) -> tuple[int, int, float]:
+    """(segments, bytes, age in seconds of the oldest) of everything in the spool."""
+    count, size, oldest = 0, 0, time.time()
+    try:
+        entries = list(os.scandir(spool_dir))
+    except FileNotFoundError:
+        return 0, 0, 0.0
+    for e in entries:
+        try:
+            st = e.stat()
+        except FileNotFoundError:
+            continue
+        count += 1
+        size += st.st_size
+        oldest = min(oldest, st.st_mtime)
+    return count, size, (time.time() - oldest) if count else 0.0
+
+
+class Spool:
+    """One worker's writer and shipper."""
+
+    def __init__(
+        self,
+        spool_dir: Path,
+        sink: Sink,
+        *,
+        segment_bytes: int = 4 * 1024 * 1024,
+        segment_seconds: float = 1.0,
+        fsync: str = "interval",  # "interval", "always" or "never"
+        fsync_interval: float = 0.2,
+        max_disk_bytes: int = 1024 * 1024 * 1024,
+        ship_batch_rows: int = 10_000,
+    ) -> None:
+        self.dir = spool_dir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.sink = sink
+        self.segment_bytes = segment_bytes
+        self.segment_seconds = segment_seconds
+        self.fsync_mode = fsync
+        self.fsync_interval = fsync_interval
+        self.max_disk_bytes = max_disk_bytes
+        self.ship_batch_rows = ship_batch_rows
+        # pid plus a random tag: unique even for two spools in one process, or a recycled pid
+        self.owner = f"{os.getpid()}{os.urandom(3).hex()}"
+        self._seq = int(time.time() * 1000) * 1000
+        self._fd = -1
+        self._path: Path | None = None
+        self._opened = 0.0
+        self._size = 0
+        self._dirty = False
+        self._disk_bytes = 0  # refreshed by the shipper; what the budget check reads
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shipper")
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
+        self._wake = asyncio.Event()
+        self.shipped_rows = 0
+        self.failures = 0
+        self.last_error: str | None = None
+        self.torn_segments = 0
+        self.backlog_segments = 0
+        self.backlog_age = 0.0
+        self._open_segment()
+
+    # --- writing (event loop thread) -------------------------------------------------------
+
+    def _open_segment(self) -> None:
+        self._seq += 1
+        self._path = self.dir / f"{self.owner}-{self._seq}.open"
+        self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._opened = time.monotonic()
+        self._size = 0
+
+    def _close_segment(self) -> None:
+        if self._fd < 0 or self._path is None:
+            return
+        if self._dirty or self.fsync_mode != "never":
+            os.fsync(self._fd)
+            self._dirty = False
+        os.close(self._fd)
+        self._fd = -1
+        if self._size:
+            os.replace(self._path, self._path.with_suffix(".ready"))
+        else:
+            self._path.unlink(missing_ok=True)
+        self._path = None
+
+    def has_room(self) -> bool:
+        return self._disk_bytes + self._size < self.max_disk_bytes
+
+    def append(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Put rows on disk (in the kernel) before the caller answers 202. Raises OSError."""
+        record = encode_record(rows)
+        os.write(self._fd, record)
+        self._size += len(record)
+        if self.fsync_mode == "always":
+            os.fsync(self._fd)
+        else:
+            self._dirty = True
+        if self._size >= self.segment_bytes:
+            self.rotate()
+
+    def rotate(self) -> None:
+        self._close_segment()
+        self._open_segment()
+        self._wake.set()
+
+    # --- background --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._tick(), name="spool-tick"))
+        self._tasks.append(loop.create_task(self._ship_loop(), name="spool-ship"))
+
+    async def _tick(self) -> None:
+        """fsync on the interval; close a segment once it is old enough to ship."""
+        while not self._closing:
+            await asyncio.sleep(min(self.fsync_interval, self.segment_seconds))
+            if self._dirty and self._fd >= 0 and self.fsync_mode == "interval":
+                os.fsync(self._fd)  # a few ms at most on a small file; keeps the loop simple
+                self._dirty = False
+            if self._size and time.monotonic() - self._opened >= self.segment_seconds:
+                self.rotate()
+
+    async def _ship_loop(self) -> None:
+        backoff = 0.0
+        loop = asyncio.get_running_loop()
+        while not self._closing:
+            try:
+                await asyncio.wait_for(self._wake.wait(), backoff or self.segment_seconds)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            if self._closing:
+                break
+            ok = await loop.run_in_executor(self._executor, self.ship_ready)
+            backoff = 0.0 if ok else min(max(backoff * 2, 0.5), 30.0)
+
+    def _claim(self) -> Path | None:
+        ready = sorted((p for p in self.dir.glob("*.ready")), key=lambda p: _seq_of(p.name))
+        for p in ready:
+            stem = p.name.split(".", 1)[0]
+            target = self.dir / f"{stem}.ship-{self.owner}"
+            try:
+                os.rename(p, target)
+            except FileNotFoundError:
+                continue  # another worker claimed it first
+            return target
+        return None
+
+    def ship_ready(self) -> bool:
+        """Ship every ready segment, oldest first. False if the sink failed (segment kept)."""
+        try:
+            while True:
+                seg = self._claim()
+                if seg is None:
+                    return True
+                result = read_segment(seg)
+                if result.torn:
+                    self.torn_segments += 1
+                    log.warning("segment %s ends in a torn record: shipping the %d complete rows before it",
+                                seg.name, len(result.rows))
+                try:
+                    for i in range(0, len(result.rows), self.ship_batch_rows):
+                        self.sink.write(result.rows[i:i + self.ship_batch_rows])
+                except Exception as exc:
+                    stem = seg.name.split(".", 1)[0]
+                    os.replace(seg, self.dir / f"{stem}.ready")  # give it back, in order
+                    self.failures += 1
+                    self.last_error = f"{type(exc).__name__}: {exc}"
+                    log.warning("sink write failed, %s kept for retry: %s", seg.name, self.last_error)
+                    return False
+                seg.unlink()
+                self.shipped_rows += len(result.rows)
+                self.last_error = None
+        finally:
+            self.backlog_segments, self._disk_bytes, self.backlog_age = spool_usage(self.dir)
+
+    async def close(self, *, attempts: int = 5) -> bool:
+        """Close the open segment and ship everything; what the sink refuses stays for next start."""
+        self._closing = True
+        self._wake.set()
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            try:
+                await t
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._close_segment()
+        loop = asyncio.get_running_loop()
+        ok = False
+        for i in range(attempts):
+            ok = await loop.run_in_executor(self._executor, self.ship_ready)
+            if ok:
+                break
+            await asyncio.sleep(0.2 * (i + 1))
+        if not ok:
+            log.error("sink unavailable at stop: %d segment(s) stay in %s and are shipped at next start",
+                      self.backlog_segments, self.dir)
+        self._executor.shutdown(wait=True)
+        self.sink.close()
+        return ok
+
+
+def iter_ready(spool_dir: Path) -> Iterator[Path]:
+    yield from sorted(spool_dir.glob("*.ready"), key=lambda p: _seq_of(p.name))

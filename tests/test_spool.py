@@ -1,0 +1,139 @@
+"""The durable spool on its own: records, torn tails, claiming, shipping, sink failures."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.spool import Spool, encode_record, read_segment, recover
+
+
+class ListSink:
+    def __init__(self) -> None:
+        self.rows: list[tuple[Any, ...]] = []
+        self.fail = False
+        self.closed = False
+
+    def write(self, rows: list[tuple[Any, ...]]) -> None:
+        if self.fail:
+            raise ConnectionError("sink is down")
+        self.rows.extend(rows)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def rows(n: int, start: int = 0) -> list[tuple[Any, ...]]:
+    return [(f"id{i}", "2026-01-01 00:00:00", "pageview", i) for i in range(start, start + n)]
+
+
+def test_records_round_trip(tmp_path: Path) -> None:
+    seg = tmp_path / "1-1.ready"
+    seg.write_bytes(encode_record(rows(3)) + encode_record(rows(2, 3)))
+    res = read_segment(seg)
+    assert res.rows == rows(5) and not res.torn
+
+
+@pytest.mark.parametrize("cut", [1, 5, 9, 20])
+def test_torn_last_record_is_skipped_not_fatal(tmp_path: Path, cut: int) -> None:
+    seg = tmp_path / "1-1.ready"
+    good = encode_record(rows(3))
+    bad = encode_record(rows(2, 3))
+    seg.write_bytes(good + bad[:cut])
+    res = read_segment(seg)
+    assert res.rows == rows(3) and res.torn
+
+
+def test_corrupt_record_stops_the_segment(tmp_path: Path) -> None:
+    seg = tmp_path / "1-1.ready"
+    rec = bytearray(encode_record(rows(2)))
+    rec[-3] ^= 0xFF
+    seg.write_bytes(bytes(rec))
+    res = read_segment(seg)
+    assert res.rows == [] and res.torn
+
+
+def test_recover_makes_open_and_claimed_segments_shippable(tmp_path: Path) -> None:
+    (tmp_path / "11-5.open").write_bytes(encode_record(rows(1)))
+    (tmp_path / "12-6.ship-12").write_bytes(encode_record(rows(1)))
+    (tmp_path / "13-7.ready").write_bytes(encode_record(rows(1)))
+    assert recover(tmp_path) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["11-5.ready", "12-6.ready", "13-7.ready"]
+
+
+def test_appended_rows_are_on_disk_before_any_flush(tmp_path: Path) -> None:
+    sink = ListSink()
+    sp = Spool(tmp_path, sink)
+    sp.append(rows(4))
+    # nothing shipped yet, but a crash now would leave them in the open segment
+    [seg] = list(tmp_path.glob("*.open"))
+    assert read_segment(seg).rows == rows(4)
+    assert sink.rows == []
+
+
+def test_ship_delivers_in_order_and_deletes_segments(tmp_path: Path) -> None:
+    sink = ListSink()
+    sp = Spool(tmp_path, sink)
+    sp.append(rows(2))
+    sp.rotate()
+    sp.append(rows(2, 2))
+    sp.rotate()
+    assert sp.ship_ready()
+    assert sink.rows == rows(4)
+    assert list(tmp_path.glob("*.ready")) == []
+
+
+def test_failed_sink_keeps_the_segment_and_later_drains_it(tmp_path: Path) -> None:
+    sink = ListSink()
+    sp = Spool(tmp_path, sink)
+    sp.append(rows(3))
+    sp.rotate()
+    sink.fail = True
+    assert not sp.ship_ready()
+    assert len(list(tmp_path.glob("*.ready"))) == 1 and sp.failures == 1
+    sink.fail = False
+    assert sp.ship_ready()
+    assert sink.rows == rows(3)
+
+
+def test_budget_refuses_when_the_backlog_is_too_big(tmp_path: Path) -> None:
+    sink = ListSink()
+    sink.fail = True
+    sp = Spool(tmp_path, sink, max_disk_bytes=2000)
+    while sp.has_room():
+        sp.append(rows(10))
+        sp.rotate()
+        sp.ship_ready()  # fails, refreshes the disk usage
+    assert not sp.has_room()
+    sink.fail = False
+    sp.ship_ready()
+    assert sp.has_room()
+
+
+def test_close_ships_everything_and_closes_the_sink(tmp_path: Path) -> None:
+    sink = ListSink()
+
+    async def main() -> None:
+        sp = Spool(tmp_path, sink, segment_seconds=60)
+        sp.start()
+        sp.append(rows(5))
+        assert await sp.close()
+
+    asyncio.run(main())
+    assert sink.rows == rows(5) and sink.closed
+    assert os.listdir(tmp_path) == []
+
+
+def test_two_spools_never_ship_the_same_segment(tmp_path: Path) -> None:
+    a_sink, b_sink = ListSink(), ListSink()
+    a, b = Spool(tmp_path, a_sink), Spool(tmp_path, b_sink)
+    for i in range(20):
+        (a if i % 2 else b).append(rows(1, i))
+        (a if i % 2 else b).rotate()
+    a.ship_ready()
+    b.ship_ready()
+    assert sorted(a_sink.rows + b_sink.rows) == sorted(rows(20))
