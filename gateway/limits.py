@@ -1,0 +1,144 @@
+"""Per-site rate limits and per-visitor velocity caps, shared by the workers of one machine.
+
+Both live in small fixed-size tables in memory-mapped files under `<data_dir>/state/`, guarded
+by an fcntl lock: every worker sees the same buckets, a check costs a few microseconds, and
+memory is bounded whatever the traffic. (Many machines share the rate limit through Redis
+instead; see gateway/shared_redis.py.)
+
+- Rate limit: a token bucket per site (`events_per_minute`, `burst`). A refused event makes the
+  request answer 429 with `Retry-After`.
+- Velocity: events per visitor per visit, where a visit ends after `window_seconds` without an
+  event (Matomo's "max actions per visit"). Past the cap, events are dropped as `velocity`.
+  The table has a fixed number of slots; when a slot is needed and every candidate is in use,
+  the least recently seen visitor is forgotten (that visitor starts counting again).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import mmap
+import os
+import struct
+import time
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+_BUCKET = struct.Struct("<Qdd")  # key, tokens, last refill time
+_VISIT = struct.Struct("<QII")  # key, last seen (s), events in this visit
+_PROBE = 8
+
+
+def _key64(text: str) -> int:
+    b = text.encode("utf-8", "surrogatepass")
+    # 64-bit key from two CRCs: collisions between a handful of site domains are negligible.
+    return ((zlib.crc32(b) << 32) | zlib.crc32(b, 0x9E3779B9)) or 1
+
+
+class _Table:
+    def __init__(self, path: Path, record: struct.Struct, slots: int) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.record = record
+        self.slots = slots
+        size = record.size * slots
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        if os.fstat(self.fd).st_size != size:
+            fcntl.lockf(self.fd, fcntl.LOCK_EX)
+            try:
+                if os.fstat(self.fd).st_size != size:
+                    os.ftruncate(self.fd, 0)
+                    os.ftruncate(self.fd, size)
+            finally:
+                fcntl.lockf(self.fd, fcntl.LOCK_UN)
+        self.mm = mmap.mmap(self.fd, size)
+
+    def lock(self) -> None:
+        fcntl.lockf(self.fd, fcntl.LOCK_EX)
+
+    def unlock(self) -> None:
+        fcntl.lockf(self.fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        self.mm.close()
+        os.close(self.fd)
+
+
+class LocalRateLimiter:
+    """Token buckets per key, shared across processes through one mmap file."""
+
+    def __init__(self, path: Path, slots: int = 4096, clock: Callable[[], float] = time.time) -> None:
+        self._t = _Table(path, _BUCKET, slots)
+        self._clock = clock
+
+    def allow(self, key: str, rate_per_minute: int, burst: int) -> tuple[bool, float]:
+        """Take one token. Returns (allowed, seconds until a token is available)."""
+        k = _key64(key)
+        rate = rate_per_minute / 60.0
+        now = self._clock()
+        t = self._t
+        rec = t.record
+        start = k % t.slots
+        t.lock()
+        try:
+            slot = -1
+            for i in range(_PROBE):
+                s = (start + i) % t.slots
+                key_, tokens, last = rec.unpack_from(t.mm, s * rec.size)
+                if key_ == k:
+                    slot = s
+                    break
+                if key_ == 0 and slot < 0:
+                    slot = s
+                    tokens, last = float(burst), now
+                    break
+            else:  # every probed slot belongs to another key: reuse the first (bounded table)
+                slot = start
+                tokens, last = float(burst), now
+            tokens = min(float(burst), tokens + max(0.0, now - last) * rate)
+            if tokens >= 1.0:
+                rec.pack_into(t.mm, slot * rec.size, k, tokens - 1.0, now)
+                return True, 0.0
+            rec.pack_into(t.mm, slot * rec.size, k, tokens, now)
+            return False, (1.0 - tokens) / rate if rate > 0 else 60.0
+        finally:
+            t.unlock()
+
+    def close(self) -> None:
+        self._t.close()
+
+
+class VelocityTable:
+    """Counts events per visitor per visit; `hit` says whether one more is within the cap."""
+
+    def __init__(self, path: Path, slots: int = 65536, clock: Callable[[], float] = time.time) -> None:
+        self._t = _Table(path, _VISIT, slots)
+        self._clock = clock
+
+    def hit(self, site: str, user_id: int, cap: int, window_seconds: int) -> bool:
+        k = (_key64(site) ^ (user_id & 0xFFFFFFFFFFFFFFFF)) or 1
+        now = int(self._clock())
+        t = self._t
+        rec = t.record
+        start = k % t.slots
+        t.lock()
+        try:
+            victim, victim_seen = start, 1 << 33
+            for i in range(_PROBE):
+                s = (start + i) % t.slots
+                key_, seen, count = rec.unpack_from(t.mm, s * rec.size)
+                if key_ == k:
+                    count = 1 if now - seen > window_seconds else count + 1
+                    rec.pack_into(t.mm, s * rec.size, k, now, min(count, 0xFFFFFFFF))
+                    return count <= cap
+                if key_ == 0 or now - seen > window_seconds:
+                    victim, victim_seen = s, -1
+                    break
+                if seen < victim_seen:
+                    victim, victim_seen = s, seen
+            rec.pack_into(t.mm, victim * rec.size, k, now, 1)
+            return 1 <= cap
+        finally:
+            t.unlock()
+
+    def close(self) -> None:
+        self._t.close()
