@@ -1,0 +1,333 @@
+"""The ClickHouse sink against a real server (Debian's clickhouse-server on loopback)."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from servers import ClickHouseServer, clickhouse_command, clickhouse_server, missing  # noqa: F401
+
+from gateway.schema import COLUMNS
+from gateway.sink_clickhouse import (
+    ClickHouseError,
+    ClickHouseSink,
+    _create_table_sql,
+    _sessions_sql,
+    column_types,
+    encode_rowbinary,
+)
+from gateway.sink_sqlite import SQLiteSink
+
+_n = 0
+
+
+def row(**fields: Any) -> tuple[Any, ...]:
+    """A stored row with sensible defaults; keyword names are column names (meta_key for meta.key)."""
+    global _n
+    _n += 1
+    values: dict[str, Any] = {
+        "event_id": f"{_n:032x}", "timestamp": "2026-11-23 10:00:00", "name": "pageview",
+        "domain": "site.test", "user_id": 1, "hostname": "site.test", "pathname": "/",
+        "referrer": "", "referrer_source": "", "click_id_param": "", "utm_medium": "",
+        "utm_source": "", "utm_campaign": "", "utm_content": "", "utm_term": "",
+        "country_code": "", "subdivision1_code": "", "subdivision2_code": "", "city_geoname_id": 0,
+        "screen_size": "", "operating_system": "", "operating_system_version": "", "browser": "",
+        "browser_version": "", "meta.key": "[]", "meta.value": "[]", "scroll_depth": 0,
+        "engagement_time": 0, "interactive": 1, "revenue_source_amount": None,
+        "revenue_source_currency": "", "tracker_version": 3,
+    }
+    for k, v in fields.items():
+        values[k.replace("meta_", "meta.")] = v
+    assert set(values) == set(COLUMNS)
+    return tuple(values[c] for c in COLUMNS)
+
+
+@pytest.fixture
+def sink(clickhouse_server: ClickHouseServer, request: pytest.FixtureRequest) -> Iterator[ClickHouseSink]:
+    """A sink on its own database (named after the test), schema created."""
+    db = "t_" + request.node.name.replace("[", "_").replace("]", "").replace("-", "_")[:60]
+    s = ClickHouseSink(clickhouse_server.url, database=db, user="gateway", password=clickhouse_server.password)
+    s.ensure_schema()
+    yield s
+    s.close()
+
+
+def q(server: ClickHouseServer, sql: str) -> list[dict[str, Any]]:
+    data = server.query(f"{sql} FORMAT JSONEachRow")
+    return [orjson.loads(line) for line in data.splitlines() if line.strip()]
+
+
+def test_schema_is_created_on_an_empty_server_and_creating_it_again_changes_nothing(
+        clickhouse_server: ClickHouseServer) -> None:
+    s = ClickHouseSink(clickhouse_server.url, database="fresh")
+    assert not s.ping()  # no database, no table yet
+    s.ensure_schema()
+    s.ensure_schema()
+    assert s.ping()
+    tables = {r["name"]: r for r in q(clickhouse_server,
+              "SELECT name, engine, create_table_query FROM system.tables WHERE database = 'fresh'")}
+    assert tables["events"]["engine"] == "ReplacingMergeTree"
+    assert tables["sessions"]["engine"] == "View"
+    ddl = tables["events"]["create_table_query"]
+    assert "PARTITION BY toYYYYMM(timestamp)" in ddl
+    assert "ORDER BY (domain, toDate(timestamp), name, user_id, timestamp, event_id)" in ddl
+    cols = [(r["name"], r["type"]) for r in q(clickhouse_server, "DESCRIBE TABLE fresh.events")]
+    assert cols == list(column_types())
+    s.close()
+
+
+def test_every_column_type_round_trips(clickhouse_server: ClickHouseServer, sink: ClickHouseSink) -> None:
+    long_path = "/" + "é" * 200 + "x" * 20000  # multi-byte varint lengths (> 127 and > 16383 bytes)
+    rows = [
+        row(event_id="e1", timestamp="2026-11-23 10:00:00", name="Signup ✓", user_id=-(1 << 63),
+            pathname="/日本語/ページ", referrer="https://例え.jp/?q=ü", referrer_source="Google",
+            click_id_param="gclid", utm_medium="cpc", utm_source="news", utm_campaign="w🎉",
+            utm_content="c", utm_term="t", country_code="FR", subdivision1_code="FR-IDF",
+            subdivision2_code="FR-75", city_geoname_id=4294967295, screen_size="Desktop",
+            operating_system="Mac", operating_system_version="14.1", browser="Safari",
+            browser_version="17.0", meta_key='["plan","emoji 🙂",""]', meta_value='["pro","✓",""]',
+            scroll_depth=255, engagement_time=4294967295, interactive=0,
+            revenue_source_amount="12.345", revenue_source_currency="EUR", tracker_version=65535),
+        row(event_id="e2", user_id=(1 << 63) - 1, pathname=long_path, country_code="",
+            revenue_source_amount=None, meta_key="[]", meta_value="[]", tracker_version=0),
+        row(event_id="e3", user_id=0, hostname="", pathname="", name="", domain="site.test"),
+    ]
+    sink.write(rows)
+    got = {r["event_id"]: r for r in q(clickhouse_server,
+           "SELECT *, toString(user_id) AS uid, hex(country_code) AS cc_hex, toUInt32(timestamp) AS epoch "
+           f"FROM {sink.database}.events FINAL")}
+    assert set(got) == {"e1", "e2", "e3"}
+    e1 = got["e1"]
+    assert e1["timestamp"] == "2026-11-23 10:00:00" and e1["epoch"] == 1795428000
+    assert e1["name"] == "Signup ✓" and e1["pathname"] == "/日本語/ページ"
+    assert e1["referrer"] == "https://例え.jp/?q=ü" and e1["utm_campaign"] == "w🎉"
+    assert e1["uid"] == str(-(1 << 63))
+    assert e1["country_code"] == "FR" and e1["subdivision2_code"] == "FR-75"
+    assert int(e1["city_geoname_id"]) == 4294967295 and int(e1["engagement_time"]) == 4294967295
+    assert e1["meta.key"] == ["plan", "emoji 🙂", ""] and e1["meta.value"] == ["pro", "✓", ""]
+    assert (e1["scroll_depth"], e1["interactive"], e1["tracker_version"]) == (255, 0, 65535)
+    assert e1["revenue_source_amount"] == "12.345" and e1["revenue_source_currency"] == "EUR"
+    assert e1["operating_system_version"] == "14.1" and e1["browser_version"] == "17.0"
+    e2 = got["e2"]
+    assert e2["uid"] == str((1 << 63) - 1)
+    assert e2["pathname"] == long_path
+    assert e2["cc_hex"] == "0000"  # unknown country: two NUL bytes, as Plausible stores it
+    assert e2["revenue_source_amount"] is None
+    assert e2["meta.key"] == [] and e2["meta.value"] == []
+    e3 = got["e3"]
+    assert (e3["name"], e3["hostname"], e3["pathname"], e3["uid"]) == ("", "", "", "0")
+
+
+def test_the_same_batch_written_twice_counts_each_event_once(
+        clickhouse_server: ClickHouseServer, sink: ClickHouseSink) -> None:
+    batch = [row(event_id=f"dup{i}", user_id=7, timestamp=f"2026-11-23 10:{i:02d}:00") for i in range(50)]
+    sink.write(batch)
+    sink.write(batch)  # a replay after an unknown outcome
+    sink.write(batch[10:20])  # and a replay cut differently
+    db = sink.database
+    (r,) = q(clickhouse_server, f"SELECT count() AS n, uniqExact(event_id) AS u FROM {db}.events FINAL")
+    assert int(r["n"]) == 50 and int(r["u"]) == 50
+    (s,) = q(clickhouse_server, f"SELECT sum(pageviews) AS pv, count() AS visits FROM {db}.sessions")
+    assert int(s["pv"]) == 50 and int(s["visits"]) == 1
+    # Merging removes the extra copies for good, which is what FINAL anticipates.
+    clickhouse_server.query(f"OPTIMIZE TABLE {db}.events FINAL")
+    (r,) = q(clickhouse_server, f"SELECT count() AS n FROM {db}.events")
+    assert int(r["n"]) == 50
+
+
+VISIT_EVENTS = [
+    # user 1, visit 1: two pageviews and an interactive custom event -> not a bounce
+    dict(user_id=1, timestamp="2026-11-23 10:00:00", name="pageview", pathname="/a"),
+    dict(user_id=1, timestamp="2026-11-23 10:01:00", name="Signup", pathname="/a", interactive=1),
+    dict(user_id=1, timestamp="2026-11-23 10:02:00", name="engagement", pathname="/a"),
+    dict(user_id=1, timestamp="2026-11-23 10:05:00", name="pageview", pathname="/b"),
+    # user 1, visit 2: 31 minutes later, one pageview -> a bounce of duration 0
+    dict(user_id=1, timestamp="2026-11-23 10:36:01", name="pageview", pathname="/c"),
+    # user 1, still visit 2: exactly 30 minutes is not a gap
+    dict(user_id=1, timestamp="2026-11-23 11:06:01", name="engagement", pathname="/c"),
+    # user 2: a pageview and a non-interactive custom event -> bounce
+    dict(user_id=2, timestamp="2026-11-23 12:00:00", name="pageview", pathname="/x"),
+    dict(user_id=2, timestamp="2026-11-23 12:00:30", name="Scrolled", pathname="/x", interactive=0),
+    # user 3 on another site, same second twice: order by event_id decides entry/exit
+    dict(user_id=3, domain="other.test", timestamp="2026-11-23 09:00:00", name="pageview",
+         pathname="/first", event_id="aaa"),
+    dict(user_id=3, domain="other.test", timestamp="2026-11-23 09:00:00", name="pageview",
+         pathname="/second", event_id="bbb"),
+    # user 4: only a custom event, no pageview
+    dict(user_id=4, timestamp="2026-11-23 13:00:00", name="Download", pathname="/d", interactive=1),
+]
+
+EXPECTED_VISITS = [
+    # domain, user, visit, start, end, duration, entry, exit, pageviews, events, bounce
+    ("other.test", 3, 1, "2026-11-23 09:00:00", "2026-11-23 09:00:00", 0, "/first", "/second", 2, 2, 0),
+    ("site.test", 1, 1, "2026-11-23 10:00:00", "2026-11-23 10:05:00", 300, "/a", "/b", 2, 3, 0),
+    ("site.test", 1, 2, "2026-11-23 10:36:01", "2026-11-23 11:06:01", 1800, "/c", "/c", 1, 1, 1),
+    ("site.test", 2, 1, "2026-11-23 12:00:00", "2026-11-23 12:00:30", 30, "/x", "/x", 1, 2, 1),
+    ("site.test", 4, 1, "2026-11-23 13:00:00", "2026-11-23 13:00:00", 0, "", "", 0, 1, 0),
+]
+
+
+def test_sessions_view_derives_visits_like_the_sqlite_view(
+        clickhouse_server: ClickHouseServer, sink: ClickHouseSink, tmp_path: Path) -> None:
+    rows = [row(**e) for e in VISIT_EVENTS]
+    sink.write(rows)
+    sink.write(rows[:3])  # a replay must not change any visit
+    got = [
+        (r["domain"], int(r["user_id"]), int(r["visit"]), r["start"], r["end"], int(r["duration"]),
+         r["entry_page"], r["exit_page"], int(r["pageviews"]), int(r["events"]), int(r["is_bounce"]))
+        for r in q(clickhouse_server, f"SELECT * FROM {sink.database}.sessions ORDER BY domain, user_id, visit")
+    ]
+    assert got == EXPECTED_VISITS
+    (day,) = q(clickhouse_server, f"SELECT DISTINCT toString(day) AS d FROM {sink.database}.sessions")
+    assert day["d"] == "2026-11-23"
+
+    lite = SQLiteSink(tmp_path / "events.sqlite3")
+    lite.write(rows)
+    conn = lite._conn
+    sqlite_visits = [
+        (d, u, v, s, e, dur, ep or "", xp or "", pv, ev, b)
+        for d, u, v, s, e, dur, ep, xp, pv, ev, b in conn.execute(
+            "SELECT domain, user_id, visit, start, end, duration, entry_page, exit_page, pageviews, events,"
+            " is_bounce FROM sessions ORDER BY domain, user_id, visit")
+    ]
+    lite.close()
+    assert sqlite_visits == EXPECTED_VISITS
+
+
+def test_wrong_password_is_an_error_and_ping_is_false(clickhouse_server: ClickHouseServer) -> None:
+    s = ClickHouseSink(clickhouse_server.url, database="default", user="gateway", password="nope")
+    assert s.ping() is False
+    with pytest.raises(ClickHouseError) as exc:
+        s.write([row()])
+    assert exc.value.code in (192, 193, 516)  # 18.16: wrong password; current: authentication failed
+    s.close()
+
+
+def test_an_idle_connection_closed_by_the_server_is_replaced(sink: ClickHouseSink,
+                                                             clickhouse_server: ClickHouseServer) -> None:
+    sink.write([row(event_id="before-idle")])
+    time.sleep(3.5)  # the test server's keep_alive_timeout is 3 s
+    sink.write([row(event_id="after-idle")])
+    (r,) = q(clickhouse_server, f"SELECT count() AS n FROM {sink.database}.events FINAL")
+    assert int(r["n"]) == 2
+
+
+def test_ensure_schema_adds_columns_a_newer_gateway_writes(clickhouse_server: ClickHouseServer) -> None:
+    clickhouse_server.query("CREATE DATABASE IF NOT EXISTS older")
+    ddl = _create_table_sql("older", "events", block_dedup=False)
+    ddl = ddl.replace(",\n  `tracker_version` UInt16", "").replace(",\n  `revenue_source_currency` String", "")
+    clickhouse_server.query(ddl)
+    s = ClickHouseSink(clickhouse_server.url, database="older")
+    s.ensure_schema()
+    s.write([row(event_id="new-cols", tracker_version=9, revenue_source_currency="USD")])
+    (r,) = q(clickhouse_server, "SELECT tracker_version, revenue_source_currency FROM older.events")
+    assert (r["tracker_version"], r["revenue_source_currency"]) == (9, "USD")
+    s.close()
+
+
+def test_ensure_schema_refuses_a_column_whose_type_changes_the_binary_layout(
+        clickhouse_server: ClickHouseServer) -> None:
+    clickhouse_server.query("CREATE DATABASE IF NOT EXISTS clash")
+    ddl = _create_table_sql("clash", "events", block_dedup=False).replace(
+        "`scroll_depth` UInt8", "`scroll_depth` UInt32")
+    clickhouse_server.query(ddl)
+    s = ClickHouseSink(clickhouse_server.url, database="clash")
+    with pytest.raises(ClickHouseError, match="scroll_depth is UInt32"):
+        s.ensure_schema()
+    s.close()
+
+
+def test_stored_times_and_days_are_utc_whatever_the_server_time_zone() -> None:
+    if clickhouse_command() is None:
+        missing("clickhouse-server", "ClickHouse server")
+    base = Path(tempfile.mkdtemp(prefix="gw-ch-tz-"))
+    try:
+        with ClickHouseServer(base, timezone="Asia/Tokyo").start() as server:
+            s = ClickHouseSink(server.url, database="tz")
+            s.ensure_schema()
+            s.write([row(event_id="late", timestamp="2026-11-23 20:00:00", user_id=5)])
+            (r,) = q(server, "SELECT toString(timestamp) AS t, toUInt32(timestamp) AS e FROM tz.events")
+            assert r == {"t": "2026-11-23 20:00:00", "e": 1795464000}
+            (v,) = q(server, "SELECT toString(day) AS d, toString(start) AS s FROM tz.sessions")
+            assert v == {"d": "2026-11-23", "s": "2026-11-23 20:00:00"}  # Tokyo is already on the 24th
+            s.close()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_server_down_write_raises_and_ping_is_false_then_writes_resume_when_it_is_back() -> None:
+    if clickhouse_command() is None:
+        missing("clickhouse-server", "ClickHouse server")
+    base = Path(tempfile.mkdtemp(prefix="gw-ch-down-"))
+    try:
+        server = ClickHouseServer(base).start()
+        s = ClickHouseSink(server.url, database="down", timeout=5)
+        s.ensure_schema()
+        s.write([row(event_id="before")])
+        server.stop()
+        assert s.ping() is False
+        with pytest.raises(ClickHouseError):
+            s.write([row(event_id="during")])
+        server.start()
+        assert s.ping() is True
+        s.write([row(event_id="during")])  # the caller's retry of the failed batch
+        (r,) = q(server, "SELECT groupArray(event_id) AS ids FROM (SELECT event_id FROM down.events FINAL"
+                         " ORDER BY event_id)")
+        assert r["ids"] == ["before", "during"]
+        s.close()
+        server.stop()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+# --- encoder details that need no server ---------------------------------------------------
+
+def test_rowbinary_lengths_are_varints_and_fixed_strings_are_padded_or_cut() -> None:
+    types = ["String", "FixedString(2)", "FixedString(2)", "Nullable(String)", "Nullable(String)"]
+    data = encode_rowbinary([("x" * 300, "F", "FRA", None, "")], types)
+    assert data == b"\xac\x02" + b"x" * 300 + b"F\0" + b"FR" + b"\x01" + b"\x00\x00"
+
+
+def test_rowbinary_clamps_numbers_instead_of_failing_the_batch() -> None:
+    data = encode_rowbinary([(300, -1, 70000, None)], ["UInt8", "UInt32", "UInt16", "UInt8"])
+    assert data == b"\xff" + b"\0\0\0\0" + b"\xff\xff" + b"\0"
+
+
+def test_rowbinary_props_from_json_text_or_lists() -> None:
+    types = ["Array(String)"] * 3
+    data = encode_rowbinary([('["a","é"]', ["b"], "not json")], types)
+    assert data == b"\x02\x01a\x02\xc3\xa9" + b"\x01\x01b" + b"\x01\x08not json"
+
+
+def test_rowbinary_datetime_is_the_utc_epoch() -> None:
+    types = ["DateTime", "DateTime"]
+    data = encode_rowbinary([("1970-01-01 00:00:01", "2026-11-23 10:00:00")], types)
+    assert data == (1).to_bytes(4, "little") + (1795428000).to_bytes(4, "little")
+
+
+def test_schema_view_and_encoding_on_current_clickhouse_in_process(tmp_path: Path) -> None:
+    """Current ClickHouse (via chDB, if installed) accepts the same DDL, view and RowBinary."""
+    chdb_session = pytest.importorskip("chdb.session", reason="chdb not installed: current-ClickHouse check skipped")
+    sess = chdb_session.Session(str(tmp_path / "chdb"))
+    sess.query("CREATE DATABASE gw")
+    sess.query(_create_table_sql("gw", "events", block_dedup=True))
+    sess.query(_sessions_sql("gw", "events", "sessions"))
+    rows = [row(**e) for e in VISIT_EVENTS]
+    blob = tmp_path / "rows.bin"
+    blob.write_bytes(encode_rowbinary(rows))
+    structure = ", ".join(f"`{n}` {t}" for n, t in column_types()).replace("'", "\\'")
+    cols = ", ".join(f"`{c}`" for c in COLUMNS)
+    for _ in range(2):
+        sess.query(f"INSERT INTO gw.events ({cols}) SELECT * FROM file('{blob}', 'RowBinary', '{structure}')")
+    out = sess.query("SELECT domain, user_id, visit, toString(start), toString(`end`), duration, entry_page,"
+                     " exit_page, pageviews, events, is_bounce FROM gw.sessions"
+                     " ORDER BY domain, user_id, visit", "TSV")
+    got = [tuple(int(x) if x.lstrip("-").isdigit() else x for x in line.split("\t"))
+           for line in str(out).splitlines() if line]
+    assert got == EXPECTED_VISITS
