@@ -331,3 +331,31 @@ def test_schema_view_and_encoding_on_current_clickhouse_in_process(tmp_path: Pat
     got = [tuple(int(x) if x.lstrip("-").isdigit() else x for x in line.split("\t"))
            for line in str(out).splitlines() if line]
     assert got == EXPECTED_VISITS
+
+
+def test_config_builds_the_sink_and_names_the_bad_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway.config import SinkConfig
+    from gateway.errors import ConfigError
+    from gateway.sink_clickhouse import open_clickhouse_sink
+
+    monkeypatch.setenv("GW_TEST_CH_PASSWORD", "s3cret")
+    cfg = SinkConfig(type="clickhouse", url="http://127.0.0.1:8123/", database="analytics",
+                     options={"table": "ev", "user": "gateway", "password_env": "GW_TEST_CH_PASSWORD",
+                              "timeout": 5, "create_schema": False})
+    s = open_clickhouse_sink(cfg, "gateway.toml")
+    assert (s.database, s.table, s.timeout, s.create_schema) == ("analytics", "ev", 5.0, False)
+    assert s._headers["X-ClickHouse-Key"] == "s3cret"
+    bad = [
+        ({"url": "127.0.0.1:8123"}, "sink.url"),
+        ({"database": "a-b"}, "sink.database"),
+        ({"options": {"table": "1x"}}, "sink.table"),
+        ({"options": {"timeout": 0}}, "sink.timeout"),
+        ({"options": {"create_schema": "yes"}}, "sink.create_schema"),
+        ({"options": {"password_env": "GW_TEST_UNSET_VARIABLE"}}, "sink.password_env"),
+        ({"options": {"pasword": "x"}}, "sink.pasword"),
+    ]
+    for change, key in bad:
+        fields = {"type": "clickhouse", "url": "http://127.0.0.1:8123/", "database": "default", **change}
+        with pytest.raises(ConfigError) as exc:
+            open_clickhouse_sink(SinkConfig(**fields), "gateway.toml")  # type: ignore[arg-type]
+        assert exc.value.key == key, change
