@@ -43,7 +43,7 @@ import redis
 
 from gateway.errors import ConfigError
 
-__all__ = ["RedisSaltStore", "RedisRateLimiter", "SharedRedis", "open_shared"]
+__all__ = ["RedisRateLimiter", "RedisSaltStore", "SharedRedis", "open_shared"]
 
 log = logging.getLogger("gateway.shared")
 

@@ -38,7 +38,7 @@ import orjson
 from gateway.errors import ConfigError
 from gateway.schema import COLUMN_TYPES, COLUMNS
 
-__all__ = ["ClickHouseError", "ClickHouseSink", "encode_rowbinary", "column_types", "open_clickhouse_sink"]
+__all__ = ["ClickHouseError", "ClickHouseSink", "column_types", "encode_rowbinary", "open_clickhouse_sink"]
 
 VISIT_GAP_SECONDS = 1800  # same inactivity gap as the SQLite sessions view
 
@@ -68,7 +68,7 @@ _pack_u8 = struct.Struct("<B").pack
 _pack_u16 = struct.Struct("<H").pack
 _pack_u32 = struct.Struct("<I").pack
 _pack_i64 = struct.Struct("<q").pack
-_UTC = dt.timezone.utc
+_UTC = dt.UTC
 
 Encoder = Callable[[bytearray, Any], None]
 

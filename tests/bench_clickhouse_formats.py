@@ -21,16 +21,16 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from servers import ClickHouseServer  # noqa: E402
+from servers import ClickHouseServer
 
-from gateway.schema import COLUMNS  # noqa: E402
-from gateway.sink_clickhouse import ClickHouseSink, encode_rowbinary  # noqa: E402
+from gateway.schema import COLUMNS
+from gateway.sink_clickhouse import ClickHouseSink, encode_rowbinary
 
 BATCH = 10_000
 
 
 def make_rows(n: int) -> list[tuple[object, ...]]:
-    rows = []
+    rows: list[tuple[object, ...]] = []
     for i in range(n):
         rows.append((
             f"{i:032x}", f"2026-11-23 06:{(i // 60) % 60:02d}:{i % 60:02d}", "pageview", "shop.example",
@@ -77,7 +77,7 @@ def main() -> None:
             rb = total / (time.perf_counter() - t)
             print(f"RowBinary via sink.write: {rb:,.0f} rows/s")
 
-            q = urllib.parse.urlencode({"query": f"INSERT INTO bench.events FORMAT JSONEachRow"})
+            q = urllib.parse.urlencode({"query": "INSERT INTO bench.events FORMAT JSONEachRow"})
             t = time.perf_counter()
             for _ in range(total // BATCH):
                 with sink._lock:

@@ -20,6 +20,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Self
 
 import pytest
 
@@ -112,7 +113,7 @@ class _Proc:
             proc.wait(timeout=15)
         self.log.close()
 
-    def __enter__(self) -> "_Proc":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -199,7 +200,7 @@ class ClickHouseServer(_Proc):
     def url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}/"
 
-    def start(self, timeout: float = 30.0) -> "ClickHouseServer":
+    def start(self, timeout: float = 30.0) -> ClickHouseServer:
         self._spawn([*self.command, f"--config-file={self.base / 'config.xml'}"])
         self._wait_ready(timeout)
         return self
@@ -237,7 +238,7 @@ class RedisServer(_Proc):
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, timeout: float = 15.0) -> "RedisServer":
+    def start(self, timeout: float = 15.0) -> RedisServer:
         self._spawn([self.command, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                      "--appendonly", "no", "--dir", str(self.base), "--logfile", str(self.base / "redis.log"),
                      "--protected-mode", "yes"])

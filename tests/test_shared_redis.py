@@ -8,13 +8,17 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 import redis
-from servers import RedisServer, missing, redis_command, redis_server  # noqa: F401
+import servers
+from servers import RedisServer, missing, redis_command
 
 from gateway.errors import ConfigError
 from gateway.shared_redis import RedisRateLimiter, RedisSaltStore, open_shared
+
+redis_server = servers.redis_server  # the module-scoped server fixture from tests/servers.py
 
 DAY = 86400
 T0 = 20_000 * DAY + 3600.0  # 2024-10-04 01:00 UTC
@@ -81,7 +85,7 @@ def test_salt_keys_expire_on_their_own_after_serving_as_previous(
         redis_server: RedisServer, client: redis.Redis) -> None:
     clock = FakeClock(20_000 * DAY + 10.0)  # ten seconds into the day
     RedisSaltStore(node(redis_server), clock=clock).salts()
-    ttl = client.pttl("gw:{salt}:2024-10-04") / 1000
+    ttl = cast(int, client.pttl("gw:{salt}:2024-10-04")) / 1000
     assert 2 * DAY - 10 + 60 - 5 < ttl <= 2 * DAY - 10 + 60  # end of the next day, plus a minute
 
 
@@ -150,7 +154,7 @@ def test_rate_limit_uses_the_redis_clock_by_default(redis_server: RedisServer, c
     time.sleep(0.25)  # 10 tokens per second
     assert b.allow("live.test", 600, 3)[0]
     # The bucket's key expires once it would be full again, so idle sites cost no memory.
-    assert 0 < client.ttl("gw:rl:live.test") <= 2
+    assert 0 < cast(int, client.ttl("gw:rl:live.test")) <= 2
 
 
 def test_redis_down_rate_limiter_allows_and_warns_once(caplog: pytest.LogCaptureFixture) -> None:
@@ -210,7 +214,7 @@ def test_open_shared_validates_the_table(monkeypatch: pytest.MonkeyPatch, redis_
         assert shared.limiter.allow("x", 60, 1)[0]
     finally:
         shared.close()
-    bad = [
+    bad: list[tuple[dict[str, Any], str]] = [
         ({"url": redis_server.url}, "shared.type"),
         ({"type": "memcached"}, "shared.type"),
         ({"type": "redis", "url": "http://127.0.0.1:6379"}, "shared.url"),

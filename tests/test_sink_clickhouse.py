@@ -11,7 +11,8 @@ from typing import Any
 
 import orjson
 import pytest
-from servers import ClickHouseServer, clickhouse_command, clickhouse_server, missing  # noqa: F401
+import servers
+from servers import ClickHouseServer, clickhouse_command, missing
 
 from gateway.schema import COLUMNS
 from gateway.sink_clickhouse import (
@@ -23,6 +24,8 @@ from gateway.sink_clickhouse import (
     encode_rowbinary,
 )
 from gateway.sink_sqlite import SQLiteSink
+
+clickhouse_server = servers.clickhouse_server  # the module-scoped server fixture from tests/servers.py
 
 _n = 0
 
@@ -143,24 +146,24 @@ def test_the_same_batch_written_twice_counts_each_event_once(
 
 VISIT_EVENTS = [
     # user 1, visit 1: two pageviews and an interactive custom event -> not a bounce
-    dict(user_id=1, timestamp="2026-11-23 10:00:00", name="pageview", pathname="/a"),
-    dict(user_id=1, timestamp="2026-11-23 10:01:00", name="Signup", pathname="/a", interactive=1),
-    dict(user_id=1, timestamp="2026-11-23 10:02:00", name="engagement", pathname="/a"),
-    dict(user_id=1, timestamp="2026-11-23 10:05:00", name="pageview", pathname="/b"),
+    {"user_id": 1, "timestamp": "2026-11-23 10:00:00", "name": "pageview", "pathname": "/a"},
+    {"user_id": 1, "timestamp": "2026-11-23 10:01:00", "name": "Signup", "pathname": "/a", "interactive": 1},
+    {"user_id": 1, "timestamp": "2026-11-23 10:02:00", "name": "engagement", "pathname": "/a"},
+    {"user_id": 1, "timestamp": "2026-11-23 10:05:00", "name": "pageview", "pathname": "/b"},
     # user 1, visit 2: 31 minutes later, one pageview -> a bounce of duration 0
-    dict(user_id=1, timestamp="2026-11-23 10:36:01", name="pageview", pathname="/c"),
+    {"user_id": 1, "timestamp": "2026-11-23 10:36:01", "name": "pageview", "pathname": "/c"},
     # user 1, still visit 2: exactly 30 minutes is not a gap
-    dict(user_id=1, timestamp="2026-11-23 11:06:01", name="engagement", pathname="/c"),
+    {"user_id": 1, "timestamp": "2026-11-23 11:06:01", "name": "engagement", "pathname": "/c"},
     # user 2: a pageview and a non-interactive custom event -> bounce
-    dict(user_id=2, timestamp="2026-11-23 12:00:00", name="pageview", pathname="/x"),
-    dict(user_id=2, timestamp="2026-11-23 12:00:30", name="Scrolled", pathname="/x", interactive=0),
+    {"user_id": 2, "timestamp": "2026-11-23 12:00:00", "name": "pageview", "pathname": "/x"},
+    {"user_id": 2, "timestamp": "2026-11-23 12:00:30", "name": "Scrolled", "pathname": "/x", "interactive": 0},
     # user 3 on another site, same second twice: order by event_id decides entry/exit
-    dict(user_id=3, domain="other.test", timestamp="2026-11-23 09:00:00", name="pageview",
-         pathname="/first", event_id="aaa"),
-    dict(user_id=3, domain="other.test", timestamp="2026-11-23 09:00:00", name="pageview",
-         pathname="/second", event_id="bbb"),
+    {"user_id": 3, "domain": "other.test", "timestamp": "2026-11-23 09:00:00", "name": "pageview",
+         "pathname": "/first", "event_id": "aaa"},
+    {"user_id": 3, "domain": "other.test", "timestamp": "2026-11-23 09:00:00", "name": "pageview",
+         "pathname": "/second", "event_id": "bbb"},
     # user 4: only a custom event, no pageview
-    dict(user_id=4, timestamp="2026-11-23 13:00:00", name="Download", pathname="/d", interactive=1),
+    {"user_id": 4, "timestamp": "2026-11-23 13:00:00", "name": "Download", "pathname": "/d", "interactive": 1},
 ]
 
 EXPECTED_VISITS = [
@@ -345,7 +348,7 @@ def test_config_builds_the_sink_and_names_the_bad_key(monkeypatch: pytest.Monkey
     s = open_clickhouse_sink(cfg, "gateway.toml")
     assert (s.database, s.table, s.timeout, s.create_schema) == ("analytics", "ev", 5.0, False)
     assert s._headers["X-ClickHouse-Key"] == "s3cret"
-    bad = [
+    bad: list[tuple[dict[str, Any], str]] = [
         ({"url": "127.0.0.1:8123"}, "sink.url"),
         ({"database": "a-b"}, "sink.database"),
         ({"options": {"table": "1x"}}, "sink.table"),
