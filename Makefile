@@ -7,7 +7,7 @@ CONFIG ?= config/gateway.toml
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the test suite drives for real: a browser for the tracker tests,
 # database servers for the sink and shared-state tests.
-TEST_DEBS := chromium
+TEST_DEBS := chromium clickhouse-server redis-server
 
 .PHONY: run test venv test-venv debs bench shields-eval geo-bench tracker clean
 
