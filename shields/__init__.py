@@ -1,11 +1,31 @@
 """Shields: decide whether an event should be dropped, and why.
 
 A plain library (no Sanic, no HTTP, no storage). Each shield family is one module with a small
-class implementing `Shield.check(event, client, site) -> Verdict | None`; `gateway/` decides the
-order they run in.
+class implementing `Shield.check(event, client, site) -> Verdict | None`:
+
+* `bots` — bot User-Agents (`bot`) and the gateway's verification agent (`verification_agent`);
+* `referrers` — spam referrers (`spam_referrer`);
+* `iplists` — datacenter and threat addresses (`dc_ip`, `threat_ip`) and the interval set;
+* `rules` — a site owner's rules (`site_*`), parsed from the site TOML's `[shields]` table;
+* `lists` — downloaded lists: update, store, hot reload, status;
+* `chain` — the default order (the precedence of drop reasons), report-only and switches.
 """
 
 from shields.base import Shield
+from shields.bots import VERIFICATION_AGENT_UA, BotMatcher, BotShield, VerificationAgentShield
+from shields.chain import ChainResult, ShieldChain, ShieldReport, default_chain, explain, run_chain
+from shields.errors import RuleError
+from shields.iplists import DatacenterShield, IntervalSet, ThreatShield, load_hosting_asns
+from shields.lists import (
+    DEFAULT_SOURCES,
+    LIST_KINDS,
+    ListSettings,
+    ListStatus,
+    ListStore,
+    LiveLists,
+    UpdateResult,
+    parse_lists_config,
+)
 from shields.model import (
     ClientContext,
     DropReason,
@@ -16,15 +36,55 @@ from shields.model import (
     SiteShields,
     Verdict,
 )
+from shields.referrers import SpamReferrerList, SpamReferrerShield
+from shields.rules import (
+    CompiledRules,
+    SiteCountryShield,
+    SiteHostnameShield,
+    SiteIPShield,
+    SitePageShield,
+    parse_site_shields,
+)
 
 __all__ = [
+    "DEFAULT_SOURCES",
+    "LIST_KINDS",
+    "VERIFICATION_AGENT_UA",
+    "BotMatcher",
+    "BotShield",
+    "ChainResult",
     "ClientContext",
+    "CompiledRules",
+    "DatacenterShield",
     "DropReason",
     "Event",
     "IPAddress",
+    "IntervalSet",
+    "ListSettings",
+    "ListStatus",
+    "ListStore",
+    "LiveLists",
     "RateLimit",
+    "RuleError",
     "Shield",
+    "ShieldChain",
+    "ShieldReport",
     "SiteConfig",
+    "SiteCountryShield",
+    "SiteHostnameShield",
+    "SiteIPShield",
+    "SitePageShield",
     "SiteShields",
+    "SpamReferrerList",
+    "SpamReferrerShield",
+    "ThreatShield",
+    "UpdateResult",
     "Verdict",
+    "VerificationAgentShield",
+    "default_chain",
+    "explain",
+    "load_hosting_asns",
+    "parse_lists_config",
+    "parse_site_shields",
+    "run_chain",
 ]

@@ -10,6 +10,10 @@ from __future__ import annotations
 import enum
 import ipaddress
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotation only: model.py imports nothing outside the standard library at run time
+    from shields.rules import CompiledRules
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -99,7 +103,7 @@ class SiteShields:
     hostname_allowlist: tuple[str, ...] = ()
     disabled: frozenset[str] = frozenset()
     report_only: frozenset[str] = frozenset()
-    compiled: object | None = None  # matcher objects built by shields/, opaque to gateway/
+    compiled: CompiledRules | None = None  # built by shields.rules.parse_site_shields; opaque to gateway/
 
 
 @dataclass(frozen=True, slots=True)
