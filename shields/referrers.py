@@ -9,6 +9,7 @@ catches the endless subdomains spammers rotate through, while a look-alike host
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -134,8 +135,11 @@ class SpamReferrerShield:
 
     reason = DropReason.SPAM_REFERRER
 
-    def __init__(self, lists: LiveLists) -> None:
+    def __init__(self, lists: LiveLists, cache_size: int = 8192) -> None:
         self.lists = lists
+        # Few referrers make up most traffic (search engines, social sites): remember their hosts
+        # rather than parse the same URL again.
+        self._host = functools.lru_cache(maxsize=cache_size)(referrer_host)
 
     def check(self, event: Event, client: ClientContext, site: SiteConfig) -> Verdict | None:
         return self.check_any_site(event, client)
@@ -145,7 +149,7 @@ class SpamReferrerShield:
         reference does (a spam referrer on an unknown domain is `spam_referrer`)."""
         if not event.referrer:
             return None
-        listed = self.lists.referrer_spam.match(event.referrer)
+        listed = self.lists.referrer_spam.match_host(self._host(event.referrer))
         if listed is None:
             return None
         return Verdict(DropReason.SPAM_REFERRER, detail=f"referrer under listed host {listed}")
