@@ -7,6 +7,8 @@ C extension; nothing is downloaded.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
 from ipaddress import IPv4Address, IPv6Address, ip_address
@@ -306,3 +308,40 @@ def test_hot_replacement_under_load_never_fails_a_lookup(tmp_path: Path) -> None
     generations = [int(c[1:]) for c in seen if c]
     assert generations == sorted(generations)
 
+
+
+_WORKER = """
+import sys, time
+sys.path.insert(0, sys.argv[2])
+from geo import GeoReader
+reader = GeoReader(sys.argv[1], reload_check_seconds=0.05)
+print(reader.lookup("81.2.69.1").country_code, flush=True)
+deadline = time.monotonic() + 20
+while time.monotonic() < deadline:
+    loc = reader.lookup("81.2.69.1")
+    if loc is None:
+        print("FAILED", flush=True)
+        sys.exit(1)
+    if loc.country_code == "FR":
+        print("FR", flush=True)
+        sys.exit(0)
+    time.sleep(0.005)
+sys.exit(2)
+"""
+
+
+def test_every_worker_process_switches_without_a_restart(tmp_path: Path) -> None:
+    path = _one_network(tmp_path / "city.mmdb", "GB")
+    root = str(Path(__file__).resolve().parents[1])
+    workers = [subprocess.Popen([sys.executable, "-c", _WORKER, str(path), root], stdout=subprocess.PIPE,
+                                text=True) for _ in range(2)]
+    try:
+        assert [w.stdout.readline().strip() for w in workers] == ["GB", "GB"]  # type: ignore[union-attr]
+        _one_network(path, "FR")
+        for w in workers:
+            assert w.wait(timeout=30) == 0
+            assert w.stdout.read().split() == ["FR"]  # type: ignore[union-attr]
+    finally:
+        for w in workers:
+            w.kill()
+            w.wait()
