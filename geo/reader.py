@@ -163,8 +163,11 @@ class GeoReader:
         self._clock = clock
         self._reload_lock = threading.Lock()
         self._routes = self._build_routes()
-        self._next_check = (clock() + reload_check_seconds
-                            if reload_check_seconds is not None else float("inf"))
+        # None or 0 turn the check off, as `[geo] reload_check_seconds = 0` does: checking on
+        # every lookup would put a stat per request on the hot path.
+        if reload_check_seconds is not None and reload_check_seconds <= 0:
+            self._interval = None
+        self._next_check = clock() + self._interval if self._interval is not None else float("inf")
 
     def _build_routes(self) -> _Routes:
         main, main_v6, asn = self._dbs

@@ -244,15 +244,28 @@ def test_replaced_file_is_seen_after_the_check_interval_and_not_before(tmp_path:
 
 def test_broken_replacement_keeps_the_old_data_until_a_good_one_arrives(tmp_path: Path) -> None:
     path = _one_network(tmp_path / "city.mmdb", "GB")
-    reader = GeoReader(path, reload_check_seconds=0)
+    reader = GeoReader(path, reload_check_seconds=None)
     tmp = tmp_path / "partial"
     tmp.write_bytes(path.read_bytes()[:100])
     os.replace(tmp, path)
+    assert reader.check_for_updates() is False
     assert reader.lookup("81.2.69.1").country_code == "GB"  # type: ignore[union-attr]
     path.unlink()  # removed between two updates: keep serving too
+    assert reader.check_for_updates() is False
     assert reader.lookup("81.2.69.1").country_code == "GB"  # type: ignore[union-attr]
     _one_network(path, "FR")
+    assert reader.check_for_updates() is True
     assert reader.lookup("81.2.69.1").country_code == "FR"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("interval", [None, 0, -1])
+def test_zero_or_no_interval_never_stats_on_lookup(tmp_path: Path, interval: float | None) -> None:
+    path = _one_network(tmp_path / "city.mmdb", "GB")
+    clock = FakeClock()
+    reader = GeoReader(path, reload_check_seconds=interval, clock=clock)
+    _one_network(path, "FR")
+    clock.now += 10**6
+    assert reader.lookup("81.2.69.1").country_code == "GB"  # type: ignore[union-attr]
 
 
 def test_each_file_of_a_pair_and_the_asn_file_is_followed(tmp_path: Path) -> None:

