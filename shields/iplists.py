@@ -168,8 +168,10 @@ class IntervalSet:
             starts, ends = self._v4_starts, self._v4_ends
         else:
             mapped = ip.ipv4_mapped  # type: ignore[union-attr]
-            if mapped is not None:  # ::ffff:a.b.c.d is the IPv4 client behind a dual-stack socket
-                return self.contains(mapped)
+            # ::ffff:a.b.c.d is the IPv4 client behind a dual-stack socket: IPv4 entries cover
+            # it, and so do IPv6 entries that contain it literally.
+            if mapped is not None and self.contains(mapped):
+                return True
             starts, ends = self._v6_starts, self._v6_ends
         value = int(ip)
         i = bisect_right(starts, value) - 1
