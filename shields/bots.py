@@ -289,13 +289,13 @@ class BotMatcher:
         # The ungated rest in two alternations (each alternative its own group, so a top-level
         # `|` inside one pattern cannot leak into its neighbours): the patterns anchored at the
         # start are tried at position 0 only, the others scan.
-        at_start = [p for p, _ in always if p.startswith("^")]
-        anywhere = [p for p, _ in always if not p.startswith("^")]
+        start_patterns = [p for p, _ in always if p.startswith("^")]
+        scan_patterns = [p for p, _ in always if not p.startswith("^")]
         self._always_start = (
-            regex.compile("|".join(f"(?:{p})" for p in at_start), regex.IGNORECASE) if at_start else None
+            regex.compile("|".join(f"(?:{p})" for p in start_patterns), regex.IGNORECASE) if start_patterns else None
         )
         self._always_any = (
-            regex.compile("|".join(f"(?:{p})" for p in anywhere), regex.IGNORECASE) if anywhere else None
+            regex.compile("|".join(f"(?:{p})" for p in scan_patterns), regex.IGNORECASE) if scan_patterns else None
         )
         mask_list = list(masks)
         self._mask = regex.compile("|".join(f"(?:{m})" for m in mask_list), regex.IGNORECASE) if mask_list else None
@@ -371,7 +371,7 @@ class BotMatcher:
                                 continue
                         elif entry.original not in ua:
                             continue
-                    return entry.label
+                    return str(entry.label)
         if (self._always_start is not None and self._always_start.match(ua) is not None) or (
             self._always_any is not None and self._always_any.search(ua) is not None
         ):

@@ -167,7 +167,7 @@ class IntervalSet:
         if ip.version == 4:
             starts, ends = self._v4_starts, self._v4_ends
         else:
-            mapped = ip.ipv4_mapped  # type: ignore[union-attr]
+            mapped = ip.ipv4_mapped
             # ::ffff:a.b.c.d is the IPv4 client behind a dual-stack socket: IPv4 entries cover
             # it, and so do IPv6 entries that contain it literally.
             if mapped is not None and self.contains(mapped):

@@ -467,7 +467,7 @@ class ListStore:
                 raise ValueError("plain http is only allowed on loopback")
             request = urllib.request.Request(source, headers={"User-Agent": USER_AGENT})
             with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 (scheme checked)
-                data = response.read(MAX_SOURCE_BYTES + 1)
+                data: bytes = response.read(MAX_SOURCE_BYTES + 1)
         else:
             with open(source, "rb") as fh:
                 data = fh.read(MAX_SOURCE_BYTES + 1)

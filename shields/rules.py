@@ -265,7 +265,8 @@ def _ip_rules(rules: list[_Rule], source: str) -> tuple[IntervalSet, IntervalSet
 
 
 def _country_rules(rules: list[_Rule], source: str) -> tuple[frozenset[str], frozenset[str]]:
-    enforced, report = set(), set()
+    enforced: set[str] = set()
+    report: set[str] = set()
     canonical = []
     for rule in rules:
         code = rule.value.upper()
