@@ -57,6 +57,11 @@ NO_LOCATION = Location()
 class Outcome:
     rows: list[tuple[Any, ...]] = field(default_factory=list)
     dropped: list[tuple[str, DropReason]] = field(default_factory=list)
+    retry_after: float = 0.0  # longest wait asked by a rate-limited site
+
+    @property
+    def all_rate_limited(self) -> bool:
+        return not self.rows and bool(self.dropped) and all(r is DropReason.RATE_LIMITED for _, r in self.dropped)
 
     @property
     def accepted(self) -> int:
@@ -103,8 +108,7 @@ class Pipeline:
         chain: ChainRunner = _no_chain,
         pre_site: GlobalCheck | None = None,
         enrich: Enricher = _plain_enrich,
-        locate: Callable[[ClientContext], Location] | None = None,
-        rate_limit: Callable[[SiteConfig, int], bool] | None = None,
+        rate_limit: Callable[[SiteConfig], float | None] | None = None,
         velocity: Callable[[SiteConfig, int], bool] | None = None,
     ) -> None:
         self._sites = sites
@@ -113,15 +117,9 @@ class Pipeline:
         self._chain = chain
         self._pre_site = pre_site
         self._enrich = enrich
-        self._locate = locate
         self._rate_limit = rate_limit
         self._velocity = velocity
         self._clock = _Clock()
-
-    def locate(self, client: ClientContext) -> Location:
-        if self._locate is None:
-            return NO_LOCATION
-        return self._locate(client)
 
     def process(self, events: Sequence[Event], client: ClientContext, location: Location = NO_LOCATION) -> Outcome:
         out = Outcome()
@@ -133,7 +131,7 @@ class Pipeline:
         metrics = self._metrics
         for event in events:
             site = sites.get(event.domain)
-            verdict, would = self._check(event, client, site)
+            verdict, would = self._check(event, client, site, out)
             key = site.domain if site is not None else event.domain
             for w in would:
                 metrics.would_drop[(key, w.reason.value)] += 1
@@ -154,15 +152,19 @@ class Pipeline:
             metrics.accepted[key] += 1
         return out
 
-    def _check(self, event: Event, client: ClientContext, site: SiteConfig | None) -> tuple[Verdict | None, Sequence[Verdict]]:
+    def _check(self, event: Event, client: ClientContext, site: SiteConfig | None,
+               out: Outcome) -> tuple[Verdict | None, Sequence[Verdict]]:
         if self._pre_site is not None:
             v = self._pre_site(event, client)
             if v is not None:
                 return v, ()
         if site is None:
             return Verdict(DropReason.UNKNOWN_SITE), ()
-        if self._rate_limit is not None and not self._rate_limit(site, 1):
-            return Verdict(DropReason.RATE_LIMITED), ()
+        if self._rate_limit is not None:
+            wait = self._rate_limit(site)
+            if wait is not None:
+                out.retry_after = max(out.retry_after, wait)
+                return Verdict(DropReason.RATE_LIMITED), ()
         return self._chain(event, client, site)
 
     def _row(self, event: Event, site: SiteConfig, user_id: int, timestamp: str,

@@ -7,12 +7,11 @@ from gateway.spool import Sink
 
 
 def open_sink(config: GatewayConfig) -> Sink:
+    """The configured sink. Raises ConfigError for bad `[sink]` values."""
     if config.sink.type == "clickhouse":
-        from gateway.sink_clickhouse import ClickHouseSink
+        from gateway.sink_clickhouse import open_clickhouse_sink
 
-        opts = config.sink.options
-        return ClickHouseSink(config.sink.url, database=config.sink.database,
-                              user=opts.get("user"), password=opts.get("password"))
+        return open_clickhouse_sink(config.sink, str(config.source))
     from gateway.sink_sqlite import SQLiteSink
 
     return SQLiteSink(config.sqlite_path)

@@ -145,3 +145,11 @@ def test_manual_mode_sends_only_explicit_pageviews(site: Site, new_tab) -> None:
     sent = tab.wait_sent(1, "pageview")
     assert [p["u"] for p in sent] == [site.url("/virtual/page")]
     assert site.events(1, name="pageview")[0]["pathname"] == site.prefix + "/virtual/page"
+
+
+def test_comma_separated_domains_are_sent_as_one_list(site: Site, new_tab) -> None:
+    tab: Tab = new_tab()
+    tab.page.goto(site.add("/rollup", attrs='data-domain="site.test,rollup.test" data-allow-automation'))
+    assert tab.wait_sent(1, "pageview")[0]["d"] == "site.test,rollup.test"
+    rows = site.events(1, name="pageview")
+    assert [r["domain"] for r in rows] == ["site.test"]  # rollup.test is not a registered site
