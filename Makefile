@@ -6,8 +6,8 @@ PIP    := $(VENV)/bin/pip
 CONFIG ?= config/gateway.toml
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the test suite drives for real: a browser for the tracker tests,
-# database servers for the sink and shared-state tests.
-TEST_DEBS := chromium clickhouse-server redis-server
+# database servers for the sink and shared-state tests, libfaketime to cross midnight.
+TEST_DEBS := chromium clickhouse-server redis-server faketime
 
 .PHONY: run test venv test-venv debs bench shields-eval geo-bench tracker clean
 
@@ -29,6 +29,8 @@ venv: $(VENV)/.installed
 test-venv: $(VENV)/.installed-test
 
 run: venv
+	@$(VENV)/bin/edge-gateway geo install --if-missing --config $(CONFIG) || \
+	  echo "warning: no geo database could be installed; the gateway runs without country/region/city"
 	$(VENV)/bin/edge-gateway serve --config $(CONFIG)
 
 debs:
@@ -43,6 +45,16 @@ test: debs test-venv
 
 bench: test-venv
 	$(PY) bench/bench_gateway.py
+
+shields-eval: test-venv
+	$(PY) bench/shields_eval.py
+
+geo-bench: test-venv
+	$(PY) bench/bench_geo.py
+
+# Rebuild tracker_js/dist/script.js (committed, so `make run` needs no Node): npm registry only.
+tracker:
+	cd tracker_js && npm ci --no-audit --no-fund && node build.mjs
 
 clean:
 	rm -rf $(VENV) data build *.egg-info

@@ -54,6 +54,7 @@ class SpoolConfig:
     fsync_interval: float = 0.2
     segment_bytes: int = 4 * 1024 * 1024
     max_disk_bytes: int = 1024 * 1024 * 1024  # past it the gateway answers 503
+    mode: str = "disk"  # "memory": no durability, for measuring its cost (docs/configuration.md)
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,13 +178,17 @@ def load_gateway_config(path: str | os.PathLike[str]) -> GatewayConfig:
     )
     spool_raw = raw.get("spool", {})
     _expect(src, "spool", spool_raw, dict, "a table")
-    unknown = sorted(set(spool_raw) - {"fsync", "fsync_interval", "segment_bytes", "max_disk_bytes"})
+    unknown = sorted(set(spool_raw) - {"fsync", "fsync_interval", "segment_bytes", "max_disk_bytes", "mode"})
     if unknown:
         raise ConfigError(src, f"spool.{unknown[0]}", "unknown key")
     fsync = spool_raw.get("fsync", "interval")
     if fsync not in ("interval", "always", "never"):
         raise ConfigError(src, "spool.fsync", f"must be 'interval', 'always' or 'never', got {fsync!r}")
+    mode = spool_raw.get("mode", "disk")
+    if mode not in ("disk", "memory"):
+        raise ConfigError(src, "spool.mode", f"must be 'disk' or 'memory', got {mode!r}")
     spool = SpoolConfig(
+        mode=mode,
         fsync=fsync,
         fsync_interval=_positive_number(src, "spool.fsync_interval", spool_raw.get("fsync_interval", 0.2)),
         segment_bytes=_positive_int(src, "spool.segment_bytes", spool_raw.get("segment_bytes", 4 * 1024 * 1024)),

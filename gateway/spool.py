@@ -153,7 +153,7 @@ class Spool:
         self._opened = 0.0
         self._size = 0
         self._dirty = False
-        self._disk_bytes = 0  # refreshed by the shipper; what the budget check reads
+        self._disk_bytes = 0  # closed segments on disk: refreshed by the shipper, raised on rotation
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shipper")
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
@@ -185,12 +185,19 @@ class Spool:
         self._fd = -1
         if self._size:
             os.replace(self._path, self._path.with_suffix(".ready"))
+            # Counted now, not at the shipper's next look: a shipper stuck on a slow sink must
+            # not let the backlog grow past the budget unseen.
+            self._disk_bytes += self._size
         else:
             self._path.unlink(missing_ok=True)
         self._path = None
 
     def has_room(self) -> bool:
         return self._disk_bytes + self._size < self.max_disk_bytes
+
+    @property
+    def disk_bytes(self) -> int:
+        return self._disk_bytes + self._size
 
     def append(self, rows: Sequence[tuple[Any, ...]]) -> None:
         """Put rows on disk (in the kernel) before the caller answers 202. Raises OSError."""
@@ -309,3 +316,104 @@ class Spool:
 
 def iter_ready(spool_dir: Path) -> Iterator[Path]:
     yield from sorted(spool_dir.glob("*.ready"), key=lambda p: _seq_of(p.name))
+
+
+class MemoryBuffer:
+    """The non-durable alternative to `Spool` (`[spool] mode = "memory"`): rows wait in memory
+    and are written in batches, as most analytics servers do. A crash or kill loses up to a
+    flush interval of accepted events, and a sink outage holds them in memory up to the
+    budget. It exists to measure what durability costs (`make bench`) and for operators who
+    accept that trade."""
+
+    def __init__(self, sink: Sink, *, flush_seconds: float = 1.0, batch_rows: int = 5000,
+                 max_bytes: int = 256 * 1024 * 1024) -> None:
+        self.sink = sink
+        self.flush_seconds = flush_seconds
+        self.batch_rows = batch_rows
+        self.max_bytes = max_bytes
+        self._rows: list[tuple[Any, ...]] = []
+        self._held: list[tuple[Any, ...]] = []  # taken by the writer, not yet acknowledged
+        self._bytes = 0
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="writer")
+        self._tasks: list[asyncio.Task[None]] = []
+        self._wake = asyncio.Event()
+        self._closing = False
+        self.failures = 0
+        self.last_error: str | None = None
+        self.torn_segments = 0
+        self.backlog_age = 0.0
+
+    @property
+    def backlog_segments(self) -> int:
+        return 0
+
+    @property
+    def disk_bytes(self) -> int:
+        return 0
+
+    def has_room(self) -> bool:
+        return self._bytes < self.max_bytes
+
+    def append(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        self._rows.extend(rows)
+        self._bytes += 200 * len(rows)  # a row's rough size in memory; only the budget reads it
+        if len(self._rows) >= self.batch_rows:
+            self._wake.set()
+
+    def start(self) -> None:
+        self._tasks.append(asyncio.get_running_loop().create_task(self._loop(), name="memory-writer"))
+
+    def _write(self) -> bool:
+        try:
+            for i in range(0, len(self._held), self.batch_rows):
+                self.sink.write(self._held[i:i + self.batch_rows])
+        except Exception as exc:
+            self.failures += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.warning("sink write failed, %d rows kept in memory: %s", len(self._held), self.last_error)
+            return False
+        self._held = []
+        self.last_error = None
+        return True
+
+    async def _flush(self) -> bool:
+        if not self._held:
+            self._held, self._rows = self._rows, []
+        if not self._held:
+            return True
+        ok = await asyncio.get_running_loop().run_in_executor(self._executor, self._write)
+        self._bytes = 200 * (len(self._rows) + len(self._held))
+        return ok
+
+    async def _loop(self) -> None:
+        backoff = 0.0
+        while not self._closing:
+            try:
+                await asyncio.wait_for(self._wake.wait(), backoff or self.flush_seconds)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            ok = await self._flush()
+            backoff = 0.0 if ok else min(max(backoff * 2, 0.5), 30.0)
+
+    async def close(self, *, attempts: int = 5) -> bool:
+        self._closing = True
+        self._wake.set()
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            try:
+                await t
+            except (asyncio.CancelledError, Exception):
+                pass
+        ok = False
+        for i in range(attempts):
+            ok = await self._flush() and await self._flush()
+            if ok:
+                break
+            await asyncio.sleep(0.2 * (i + 1))
+        if not ok:
+            log.error("sink unavailable at stop: %d buffered rows are lost", len(self._rows) + len(self._held))
+        self._executor.shutdown(wait=True)
+        self.sink.close()
+        return ok
