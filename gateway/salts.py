@@ -56,6 +56,25 @@ def destroy_file(path: Path) -> None:
         pass
 
 
+def _abandoned(tmp: Path) -> bool:
+    """A temporary salt file whose writer is gone (or that is over a minute old): another
+    worker may be between writing and publishing its own, which must not be destroyed."""
+    try:
+        pid = int(tmp.name.split("-")[1])
+        age = time.time() - tmp.stat().st_mtime
+    except (IndexError, ValueError, OSError):
+        return True
+    if age > 60:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 class FileSaltStore:
     """Salts in the data dir. Reads touch the disk once per day per process."""
 
@@ -91,7 +110,7 @@ class FileSaltStore:
                 if d is None or d < today - 1:
                     destroy_file(p)
                     destroyed.append(p.name)
-            elif p.name.startswith(".tmp-"):
+            elif p.name.startswith(".tmp-") and _abandoned(p):
                 # A worker killed between write and link leaves this; it was never published.
                 destroy_file(p)
         return destroyed
@@ -121,8 +140,10 @@ class FileSaltStore:
             os.link(tmp, self._path(day))
         except FileExistsError:
             pass  # another worker published first; use theirs
+        except FileNotFoundError:
+            return self._get_or_create(day)  # our temporary file was taken for abandoned: again
         finally:
-            tmp.unlink()
+            tmp.unlink(missing_ok=True)
         data = self._read(day)
         if data is None:  # published by someone else with a bad size: replace it
             destroy_file(self._path(day))

@@ -71,10 +71,30 @@ def test_salt_files_have_mode_0600(tmp_path: Path) -> None:
 
 
 def test_leftover_temporary_salt_files_are_destroyed(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
     store = FileSaltStore(tmp_path)
-    (tmp_path / "salts" / ".tmp-1-abcd").write_bytes(b"x" * 16)
+    (tmp_path / "salts" / f".tmp-{dead.pid}-abcd").write_bytes(b"x" * 16)
     store.purge()
-    assert not (tmp_path / "salts" / ".tmp-1-abcd").exists()
+    assert not (tmp_path / "salts" / f".tmp-{dead.pid}-abcd").exists()
+
+
+def test_a_live_workers_temporary_salt_file_is_left_alone(tmp_path: Path) -> None:
+    # Another worker between writing its candidate salt and publishing it: purging that file
+    # made its publish fail (a 500 on the request that created the day's salt).
+    import os
+
+    store = FileSaltStore(tmp_path)
+    tmp = tmp_path / "salts" / f".tmp-{os.getppid()}-abcd"
+    tmp.write_bytes(b"x" * 16)
+    store.purge()
+    assert tmp.exists()
+    os.utime(tmp, (0, 0))  # but not forever: an hour-old one is abandoned whoever wrote it
+    store.purge()
+    assert not tmp.exists()
 
 
 SALT = bytes(range(16))
