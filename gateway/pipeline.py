@@ -154,10 +154,17 @@ class Pipeline:
 
     def _check(self, event: Event, client: ClientContext, site: SiteConfig | None,
                out: Outcome) -> tuple[Verdict | None, Sequence[Verdict]]:
+        pre: tuple[Verdict, ...] = ()
         if self._pre_site is not None:
             v = self._pre_site(event, client)
             if v is not None:
-                return v, ()
+                # Checked before the site lookup (so spam on an unknown domain counts as spam),
+                # yet a known site's own switches for it still apply.
+                rules = site.shields if site is not None else None
+                if rules is None or (v.reason.value not in rules.disabled and v.reason.value not in rules.report_only):
+                    return v, ()
+                if v.reason.value in rules.report_only:
+                    pre = (v,)
         if site is None:
             return Verdict(DropReason.UNKNOWN_SITE), ()
         if self._rate_limit is not None:
@@ -165,7 +172,8 @@ class Pipeline:
             if wait is not None:
                 out.retry_after = max(out.retry_after, wait)
                 return Verdict(DropReason.RATE_LIMITED), ()
-        return self._chain(event, client, site)
+        verdict, would = self._chain(event, client, site)
+        return verdict, (*pre, *would) if pre else would
 
     def _row(self, event: Event, site: SiteConfig, user_id: int, timestamp: str,
              client: ClientContext, loc: Location) -> tuple[Any, ...]:

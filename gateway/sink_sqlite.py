@@ -2,7 +2,8 @@
 
 Writes are batched (thousands of rows per transaction) and idempotent on `event_id`
 (INSERT OR IGNORE), so a batch replayed after a crash never duplicates a row. A `sessions`
-view derives visits from `user_id` and `timestamp` with a 30-minute inactivity gap.
+view derives visits from `user_id` and `timestamp` with a 30-minute inactivity gap; events
+within one second keep the order they were written in (rowid).
 """
 
 from __future__ import annotations
@@ -25,15 +26,15 @@ CREATE INDEX IF NOT EXISTS events_site_time ON events (domain, timestamp);
 CREATE INDEX IF NOT EXISTS events_visitor ON events (domain, user_id, timestamp);
 CREATE VIEW IF NOT EXISTS sessions AS
 WITH ordered AS (
-  SELECT domain, user_id, name, pathname, hostname, interactive, event_id,
+  SELECT domain, user_id, name, pathname, hostname, interactive, event_id, rowid AS seq,
          unixepoch(timestamp) AS ts,
          LAG(unixepoch(timestamp)) OVER w AS prev_ts
   FROM events
-  WINDOW w AS (PARTITION BY domain, user_id ORDER BY timestamp, event_id)
+  WINDOW w AS (PARTITION BY domain, user_id ORDER BY timestamp, rowid)
 ),
 numbered AS (
   SELECT *, SUM(CASE WHEN prev_ts IS NULL OR ts - prev_ts > 1800 THEN 1 ELSE 0 END)
-            OVER (PARTITION BY domain, user_id ORDER BY ts, event_id ROWS UNBOUNDED PRECEDING) AS visit
+            OVER (PARTITION BY domain, user_id ORDER BY ts, seq ROWS UNBOUNDED PRECEDING) AS visit
   FROM ordered
 )
 SELECT
@@ -44,9 +45,9 @@ SELECT
   datetime(MAX(ts), 'unixepoch') AS end,
   MAX(ts) - MIN(ts) AS duration,
   (SELECT n2.pathname FROM numbered n2 WHERE n2.domain = n.domain AND n2.user_id = n.user_id
-     AND n2.visit = n.visit AND n2.name = 'pageview' ORDER BY n2.ts, n2.event_id LIMIT 1) AS entry_page,
+     AND n2.visit = n.visit AND n2.name = 'pageview' ORDER BY n2.ts, n2.seq LIMIT 1) AS entry_page,
   (SELECT n2.pathname FROM numbered n2 WHERE n2.domain = n.domain AND n2.user_id = n.user_id
-     AND n2.visit = n.visit AND n2.name = 'pageview' ORDER BY n2.ts DESC, n2.event_id DESC LIMIT 1) AS exit_page,
+     AND n2.visit = n.visit AND n2.name = 'pageview' ORDER BY n2.ts DESC, n2.seq DESC LIMIT 1) AS exit_page,
   SUM(name = 'pageview') AS pageviews,
   SUM(name != 'engagement') AS events,
   CASE WHEN SUM(name = 'pageview') >= 2
@@ -97,12 +98,17 @@ class SQLiteSink:
             conn.execute("COMMIT")
 
     def ping(self) -> bool:
-        with self._lock:
+        """Can the file be opened and read? Its own short-lived connection, so a write stuck
+        behind another process's lock does not hold up the readiness probe."""
+        try:
+            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=1.0)
             try:
-                self._conn.execute("SELECT 1 FROM events LIMIT 1").fetchall()
-                return True
-            except sqlite3.Error:
-                return False
+                conn.execute("SELECT 1 FROM events LIMIT 1").fetchall()
+            finally:
+                conn.close()
+            return True
+        except sqlite3.Error:
+            return False
 
     def close(self) -> None:
         with self._lock:

@@ -77,12 +77,13 @@ class Gateway:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                if self.client.get("/ready").status_code == 200:
-                    if not self.workers or self.workers == 1:
-                        return self
-                    # every worker must be up before tests spread requests over them
-                    if len(list((self.data_dir / "metrics").glob("worker-*.json"))) >= self.workers:
-                        return self
+                # Every worker must be fully up (its first metrics snapshot is written once
+                # startup is done): tests spread requests over them, and a stop signal that
+                # arrives before Sanic's manager has every worker's start-up acknowledgement
+                # leaves the manager waiting for it.
+                if (self.client.get("/ready").status_code == 200
+                        and len(list((self.data_dir / "metrics").glob("worker-*.json"))) >= (self.workers or 1)):
+                    return self
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)

