@@ -9,7 +9,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # database servers for the sink and shared-state tests, libfaketime to cross midnight.
 TEST_DEBS := chromium clickhouse-server redis-server faketime
 
-.PHONY: run test venv test-venv debs bench shields-eval geo-bench tracker clean
+.PHONY: run test venv test-venv debs bench shields-eval geo-bench tracker clean loadtest
 
 $(VENV)/bin/activate:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -55,6 +55,12 @@ geo-bench: test-venv
 # Rebuild tracker_js/dist/script.js (committed, so `make run` needs no Node): npm registry only.
 tracker:
 	cd tracker_js && npm ci --no-audit --no-fund && node build.mjs
+
+# Locust mix against a fresh gateway on loopback, pass/fail (docs/loadtesting.md).
+# Options: make loadtest ARGS="--run-time 30s --users 100", ARGS="--break shields".
+loadtest: venv
+	@[ $(VENV)/.installed-load -nt pyproject.toml ] || { $(PIP) install -q -e '.[load]' && touch $(VENV)/.installed-load; }
+	$(PY) loadtests/run.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) data build *.egg-info
