@@ -52,6 +52,18 @@ def prepare_data_dir(config: GatewayConfig) -> None:
     Metrics(config.data_dir).clear_all()
     if config.sink.type == "sqlite":
         ensure_schema(config.sqlite_path)
+    else:
+        from gateway.sink_clickhouse import ClickHouseError
+        from gateway.sinks import open_sink
+
+        sink = open_sink(config)
+        if getattr(sink, "create_schema", False):
+            try:
+                sink.ensure_schema()  # type: ignore[attr-defined]
+            except ClickHouseError as exc:
+                log.warning("ClickHouse unavailable at start (%s): events are kept in the spool and the "
+                            "schema is created on the first write that reaches it", exc)
+        sink.close()
     left = recover(config.data_dir / "spool")
     if left:
         log.info("%d spool segment(s) from a previous run will be shipped to the sink", left)

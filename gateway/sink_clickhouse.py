@@ -328,6 +328,7 @@ class ClickHouseSink:
         # False when the operator manages the tables (a cluster: `table` names a Distributed
         # table); whoever starts the sink calls ensure_schema() only when this is True.
         self.create_schema = create_schema
+        self._schema_ready = not create_schema
         self._https = parsed.scheme == "https"
         self._host = parsed.hostname
         self._port = parsed.port or (8443 if self._https else 8123)
@@ -431,6 +432,7 @@ class ClickHouseSink:
                 raise ClickHouseError(
                     f"{db}.{table}.{name} is {have} but the gateway writes {cht}; change the column type")
         self.query(_sessions_sql(db, table, self.sessions_view))
+        self._schema_ready = True
 
     # -- the sink surface --
 
@@ -439,6 +441,10 @@ class ClickHouseSink:
         keeps the batch and retries, which is safe (see the module docstring)."""
         if not rows:
             return
+        if not self._schema_ready:
+            # The server may have been down when the gateway started: create the schema on the
+            # first write that reaches it.
+            self.ensure_schema()
         body = encode_rowbinary(rows, self._types)
         with self._lock:
             self._request(self._insert_query, body)
