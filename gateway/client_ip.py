@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 
 from shields.model import IPAddress
 
@@ -19,6 +20,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 IP_TYPES = frozenset({"dc_ip", "threat_ip", "anonymous_vpn_ip"})
 
 
+@lru_cache(maxsize=32768)  # bounded; the same clients and proxies come back again and again
 def parse_ip(value: str) -> IPAddress | None:
     """One address as written in a header: optional brackets and port; None if unusable."""
     s = value.strip().strip('"')
@@ -51,13 +53,14 @@ def normalise(ip: IPAddress) -> IPAddress:
 class ClientIPResolver:
     """Resolves (peer address, headers) to the client IP and the trusted IP-type header."""
 
-    __slots__ = ("_v4", "_v6")
+    __slots__ = ("_v4", "_v6", "is_trusted")
 
     def __init__(self, trusted_proxies: Sequence[Network]) -> None:
         self._v4 = tuple(n for n in trusted_proxies if n.version == 4)
         self._v6 = tuple(n for n in trusted_proxies if n.version == 6)
+        self.is_trusted = lru_cache(maxsize=4096)(self._is_trusted)
 
-    def is_trusted(self, ip: IPAddress | None) -> bool:
+    def _is_trusted(self, ip: IPAddress | None) -> bool:
         if ip is None:
             return False
         nets = self._v4 if ip.version == 4 else self._v6

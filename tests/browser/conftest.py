@@ -317,7 +317,9 @@ def site(site_server: _SiteServer, gateway: Gateway) -> Site:
 # --------------------------------------------------------------------------- the browser
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: Playwright's sync API keeps an asyncio loop running in the
+# test thread while it is open, which would break later tests that start their own loop.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     executable = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium")
     if not executable:

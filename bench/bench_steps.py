@@ -1,0 +1,112 @@
+"""Per-step cost of the request path, in one process: where a request's time goes.
+
+Each step runs over the same realistic mix (bench/mix.py) with warm caches, as in steady state,
+and once with caches defeated (every User-Agent and IP new), as under a flood of unique clients.
+Figures are microseconds per event and shares of the whole, measured in this run; absolute
+numbers depend on the machine, the shares and the warm/cold ratio much less.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import orjson
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+
+import mix  # noqa: E402
+
+from gateway.client_ip import ClientIPResolver  # noqa: E402
+from gateway.enrich import make_enricher  # noqa: E402
+from gateway.geoip import GeoEnricher  # noqa: E402
+from gateway.request import parse_body  # noqa: E402
+from gateway.salts import FileSaltStore  # noqa: E402
+from gateway.spool import encode_record  # noqa: E402
+from gateway.visitor import visitor_id  # noqa: E402
+from shields import BotMatcher, ListSettings, ListStore, ShieldChain, SpamReferrerShield, default_chain  # noqa: E402
+from shields.model import ClientContext, SiteConfig  # noqa: E402
+
+
+def _time(fn: Callable[[int], Any], n: int, repeat: int = 3) -> float:
+    """Best of `repeat` runs, in microseconds per call."""
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for i in range(n):
+            fn(i)
+        best = min(best, time.perf_counter() - t0)
+    return best / n * 1e6
+
+
+def main(n: int = 20_000) -> dict[str, float]:
+    tmp = Path(tempfile.mkdtemp(prefix="gw-steps-"))
+    from geo import GeoReader
+    from geo.testdb import write_random_db
+
+    db, addrs = write_random_db(tmp / "city.mmdb", "nested", networks=20_000)
+    geo = GeoEnricher(GeoReader(db))
+    bodies = [b.encode() for b in mix.bodies(n=400)]
+    uas = mix.user_agents()
+    ips = [ipaddress.ip_address(a) for a in addrs[:2000]]
+    resolver = ClientIPResolver([ipaddress.ip_network("127.0.0.1/32")])
+    headers = [{"user-agent": uas[i % len(uas)], "x-forwarded-for": str(ips[i % len(ips)])} for i in range(4000)]
+    sources = {kind: tuple(paths) for kind, paths in mix.eval_list_sources().items()}
+    store = ListStore(tmp, ListSettings(sources=sources, refresh_seconds=0))
+    if sources:
+        store.update_all()
+    store.load_all()
+    chain = ShieldChain(default_chain(store.lists, BotMatcher.default(), include_spam_referrer=False))
+    spam = SpamReferrerShield(store.lists)
+    enrich = make_enricher()
+    salts = FileSaltStore(tmp)
+    salt, _ = salts.salts()
+    site = SiteConfig(domain="site.test")
+
+    parsed = [parse_body(b).items[0].events[0] for b in bodies]
+    clients = [ClientContext(ip=ips[i % len(ips)], user_agent=uas[i % len(uas)]) for i in range(4000)]
+    row = (os.urandom(16).hex(), "2026-11-23 12:00:00", "pageview", "site.test", 123456789, "site.test",
+           "/pricing", "", "Google", "", "", "", "", "", "", "DE", "DE-BE", "", 2950159, "Desktop", "Windows",
+           "10", "Chrome", "131.0", "[]", "[]", 0, 0, 1, None, "", 1)
+
+    steps: dict[str, Callable[[int], Any]] = {
+        "parse body": lambda i: parse_body(bodies[i % len(bodies)]),
+        "client ip": lambda i: resolver.resolve("127.0.0.1", headers[i % len(headers)]),
+        "geo lookup": lambda i: geo.locate(clients[i % len(clients)]),
+        "spam referrer": lambda i: spam.check_any_site(parsed[i % len(parsed)], clients[i % len(clients)]),
+        "shield chain": lambda i: chain(parsed[i % len(parsed)], clients[i % len(clients)], site),
+        "UA + referrer": lambda i: enrich(parsed[i % len(parsed)], clients[i % len(clients)]),
+        "visitor id": lambda i: visitor_id(salt, uas[i % len(uas)], ips[i % len(ips)], "site.test", "site.test"),
+        "spool record": lambda i: encode_record([row]),
+        "JSON answer": lambda i: orjson.dumps({"accepted": 1}),
+    }
+    warm = {name: _time(fn, n) for name, fn in steps.items()}
+
+    # Cold: a new User-Agent and IP for every event (caches miss on every call).
+    cold_uas = [f"{uas[i % len(uas)]} r{i}" for i in range(n)]
+    cold_clients = [ClientContext(ip=ipaddress.ip_address(addrs[i % len(addrs)]), user_agent=cold_uas[i])
+                    for i in range(n)]
+    cold_steps = {
+        "geo lookup": lambda i: geo.locate(cold_clients[i]),
+        "shield chain": lambda i: chain(parsed[i % len(parsed)], cold_clients[i], site),
+        "UA + referrer": lambda i: enrich(parsed[i % len(parsed)], cold_clients[i]),
+    }
+    cold = {name: _time(fn, n, repeat=1) for name, fn in cold_steps.items()}
+    total = sum(warm.values())
+    print(f"\nper-step cost, {n} events of the bench mix, one process (µs per event)")
+    print(f"{'step':<16} {'warm':>8} {'share':>7} {'cold':>8}")
+    for name, us in warm.items():
+        c = f"{cold[name]:>8.1f}" if name in cold else f"{'':>8}"
+        print(f"{name:<16} {us:>8.1f} {us / total:>7.0%} {c}")
+    print(f"{'sum':<16} {total:>8.1f}")
+    return warm
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""A realistic request mix shared by the benchmarks and the load tests.
+
+Browser User-Agents of the major families, page paths, referrers (search, social, direct,
+internal), UTM tags and client IPs spread over the public address space. Deterministic for a
+given seed so that two runs in one benchmark see the same traffic.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import random
+
+BROWSER_UAS = [
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{v}.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{v}.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{v}.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{v}.0.0.0 Mobile Safari/537.36",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:{v}.0) Gecko/20100101 Firefox/{v}.0",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10.15; rv:{v}.0) Gecko/20100101 Firefox/{v}.0",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_{m} like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.{m} Mobile/15E148 Safari/604.1",
+    "Mozilla/5.0 (iPad; CPU OS 17_{m} like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.{m} Mobile/15E148 Safari/604.1",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.{m} Safari/605.1.15",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{v}.0.0.0 Safari/537.36 Edg/{v}.0.0.0",
+    "Mozilla/5.0 (Linux; Android 14; SM-S918B) AppleWebKit/537.36 (KHTML, like Gecko) SamsungBrowser/23.0 Chrome/{v}.0.0.0 Mobile Safari/537.36",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_{m} like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) CriOS/{v}.0.6778.73 Mobile/15E148 Safari/604.1",
+]
+PATHS = ["/", "/pricing", "/blog", "/blog/how-we-built-it", "/docs/getting-started", "/docs/api",
+         "/about", "/contact", "/signup", "/login", "/features/shields", "/changelog"]
+REFERRERS = ["", "", "", "https://www.google.com/", "https://duckduckgo.com/", "https://news.ycombinator.com/item?id=1",
+             "https://t.co/abc", "https://www.reddit.com/r/selfhosted/", "https://site.test/pricing",
+             "https://github.com/example/repo", "https://www.bing.com/search?q=gateway"]
+UTMS = ["", "", "", "", "?utm_source=newsletter&utm_medium=email&utm_campaign=nov",
+        "?utm_source=twitter&utm_medium=social", "?ref=producthunt", "?gclid=abc123"]
+
+
+def user_agents(n: int = 60, seed: int = 1) -> list[str]:
+    rnd = random.Random(seed)
+    return [rnd.choice(BROWSER_UAS).format(v=rnd.randint(118, 132), m=rnd.randint(0, 6)) for _ in range(n)]
+
+
+def client_ips(n: int = 2000, seed: int = 2) -> list[str]:
+    rnd = random.Random(seed)
+    out = []
+    while len(out) < n:
+        ip = ipaddress.IPv4Address(rnd.randint(0x01000000, 0xDF000000))
+        if ip.is_global:
+            out.append(str(ip))
+    return out
+
+
+def bodies(domain: str = "site.test", n: int = 400, seed: int = 3) -> list[str]:
+    rnd = random.Random(seed)
+    out = []
+    for _ in range(n):
+        path = rnd.choice(PATHS) + rnd.choice(UTMS)
+        ev: dict[str, object] = {"n": "pageview", "u": f"https://{domain}{path}", "d": domain}
+        ref = rnd.choice(REFERRERS)
+        if ref:
+            ev["r"] = ref
+        if rnd.random() < 0.1:
+            ev = {"n": "Signup", "u": f"https://{domain}/signup", "d": domain, "p": {"plan": rnd.choice(["free", "pro"])}}
+        elif rnd.random() < 0.1:
+            ev = {"n": "engagement", "u": f"https://{domain}{rnd.choice(PATHS)}", "d": domain,
+                  "sd": rnd.randint(0, 100), "e": rnd.randint(100, 60000)}
+        out.append(json.dumps(ev, separators=(",", ":")))
+    return out
+
+
+def wrk_lua(domain: str = "site.test") -> str:
+    """A wrk script cycling through the mix (prebuilt requests, so wrk itself stays cheap)."""
+    uas, ips, bs = user_agents(), client_ips(), bodies(domain)
+
+    def lua_list(items: list[str]) -> str:
+        return "{" + ",".join(json.dumps(s) for s in items) + "}"
+
+    return f"""
+local uas = {lua_list(uas)}
+local ips = {lua_list(ips)}
+local bodies = {lua_list(bs)}
+local reqs = {{}}
+local i = 0
+init = function(args)
+  math.randomseed(7)
+  for k = 1, 4000 do
+    local h = {{}}
+    h["Content-Type"] = "text/plain"
+    h["User-Agent"] = uas[math.random(#uas)]
+    h["X-Forwarded-For"] = ips[math.random(#ips)]
+    reqs[k] = wrk.format("POST", "/api/event", h, bodies[math.random(#bodies)])
+  end
+end
+request = function()
+  i = i % #reqs + 1
+  return reqs[i]
+end
+"""
+
+
+def eval_list_sources() -> dict[str, list[str]]:
+    """The real shield lists from the shared evaluation corpora (read in place, never copied into
+    the project), as `[lists]` sources; empty when the corpora are not next to the project."""
+    from pathlib import Path
+
+    d = Path(__file__).resolve().parents[2] / "shared" / "eval" / "lists"
+    files = {
+        "referrer_spam": ["referrer-spam-matomo.txt"],
+        "datacenter_ips": ["datacenter-x4bnet-ipv4.txt", "datacenter-x4bnet-ipv6.txt"],
+        "threat_ips": ["threat-ipsum-level3.txt"],
+    }
+    out = {kind: [str(d / n) for n in names if (d / n).is_file()] for kind, names in files.items()}
+    return {kind: paths for kind, paths in out.items() if paths}
+
+
+def lists_toml() -> str:
+    """A `[lists]` table using `eval_list_sources()`, with the background refresh off."""
+    sources = eval_list_sources()
+    if not sources:
+        return ""
+    text = '[lists]\nrefresh_interval = 0\n'
+    for kind, paths in sources.items():
+        text += f"[lists.{kind}]\nsources = {json.dumps(paths)}\n"
+    return text
