@@ -209,17 +209,23 @@ class WorkerState:
             self.shared.close()
 
 
-def build_shields(config: GatewayConfig) -> tuple[Any, Any, Any]:
-    """The list store (loaded from disk), the site-level chain, and the spam-referrer shield that
-    runs before the site lookup. Shared by the workers and `edge-gateway explain`."""
-    from shields import BotMatcher, ListStore, ShieldChain, SpamReferrerShield, default_chain, parse_lists_config
+def list_settings(config: GatewayConfig) -> Any:
+    """The validated `[lists]` table; ConfigError names the file and key."""
+    from shields import parse_lists_config
     from shields.errors import RuleError
 
     try:
-        settings = parse_lists_config(config.sections.get("lists", {}), str(config.source), config.source.parent)
+        return parse_lists_config(config.sections.get("lists", {}), str(config.source), config.source.parent)
     except RuleError as exc:
         raise ConfigError(str(config.source), exc.key, exc.reason) from None
-    store = ListStore(config.data_dir, settings)
+
+
+def build_shields(config: GatewayConfig) -> tuple[Any, Any, Any]:
+    """The list store (loaded from disk), the site-level chain, and the spam-referrer shield that
+    runs before the site lookup. Shared by the workers and `edge-gateway explain`."""
+    from shields import BotMatcher, ListStore, ShieldChain, SpamReferrerShield, default_chain
+
+    store = ListStore(config.data_dir, list_settings(config))
     store.load_all()
     chain = ShieldChain(default_chain(store.lists, BotMatcher.default(), include_spam_referrer=False))
     return store, chain, SpamReferrerShield(store.lists)

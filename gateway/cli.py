@@ -8,6 +8,7 @@ import os
 import sys
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from gateway.config import GatewayConfig, load_gateway_config, load_sites
 from gateway.errors import ConfigError
@@ -25,18 +26,14 @@ def _load(path: str) -> tuple[GatewayConfig, int]:
 
     config = load_gateway_config(path)
     sites = load_sites(config.sites_dir)
+    from gateway.app import list_settings
     from gateway.geoip import load_settings
-    from shields import parse_lists_config
-    from shields.errors import RuleError
 
     shared = open_shared(config.sections.get("shared", {}), str(config.source))  # validates [shared]
     if shared is not None:
         shared.close()
     load_settings(config.sections.get("geo", {}), config.source.parent, str(config.source))
-    try:
-        parse_lists_config(config.sections.get("lists", {}), str(config.source), config.source.parent)
-    except RuleError as exc:
-        raise ConfigError(str(config.source), exc.key, exc.reason) from None
+    list_settings(config)
     return config, len(sites.sites)
 
 
@@ -136,15 +133,19 @@ def cmd_geo_install(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_lists_update(args: argparse.Namespace) -> int:
-    from shields import ListStore, parse_lists_config
+def _list_store(config: GatewayConfig) -> Any:
+    from gateway.app import list_settings
+    from shields import ListStore
 
+    return ListStore(config.data_dir, list_settings(config))
+
+
+def cmd_lists_update(args: argparse.Namespace) -> int:
     config = _config_or_exit(args.config)
     if config is None:
         return 2
-    settings = parse_lists_config(config.sections.get("lists", {}), str(config.source), config.source.parent)
-    store = ListStore(config.data_dir, settings)
-    kinds = args.kind or list(settings.sources)
+    store = _list_store(config)
+    kinds = args.kind or list(store.settings.sources)
     failed = 0
     for kind in kinds:
         result = store.update(kind, force=args.force)
@@ -156,13 +157,10 @@ def cmd_lists_update(args: argparse.Namespace) -> int:
 
 
 def cmd_lists_status(args: argparse.Namespace) -> int:
-    from shields import ListStore, parse_lists_config
-
     config = _config_or_exit(args.config)
     if config is None:
         return 2
-    settings = parse_lists_config(config.sections.get("lists", {}), str(config.source), config.source.parent)
-    store = ListStore(config.data_dir, settings)
+    store = _list_store(config)
     store.load_all()
     for st in store.status():
         age = "never fetched" if st.age_seconds is None else f"fetched {st.age_seconds / 3600:.1f} h ago"

@@ -291,13 +291,7 @@ class Spool:
         """Close the open segment and ship everything; what the sink refuses stays for next start."""
         self._closing = True
         self._wake.set()
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            try:
-                await t
-            except (asyncio.CancelledError, Exception):
-                pass
+        await _cancel(self._tasks)
         self._close_segment()
         loop = asyncio.get_running_loop()
         ok = False
@@ -316,6 +310,17 @@ class Spool:
 
 def iter_ready(spool_dir: Path) -> Iterator[Path]:
     yield from sorted(spool_dir.glob("*.ready"), key=lambda p: _seq_of(p.name))
+
+
+async def _cancel(tasks: Sequence[asyncio.Task[None]]) -> None:
+    """Cancel background tasks and wait until each has ended."""
+    for t in tasks:
+        t.cancel()
+    for t in tasks:
+        try:
+            await t
+        except (asyncio.CancelledError, Exception):
+            pass
 
 
 class MemoryBuffer:
@@ -399,13 +404,7 @@ class MemoryBuffer:
     async def close(self, *, attempts: int = 5) -> bool:
         self._closing = True
         self._wake.set()
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            try:
-                await t
-            except (asyncio.CancelledError, Exception):
-                pass
+        await _cancel(self._tasks)
         ok = False
         for i in range(attempts):
             ok = await self._flush() and await self._flush()
