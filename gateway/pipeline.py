@@ -28,7 +28,8 @@ from gateway.visitor import visitor_id
 from shields.model import ClientContext, DropReason, Event, SiteConfig, Verdict
 
 
-@dataclass(frozen=True, slots=True)
+# Built per request, so not frozen (see shields.model); treated as immutable.
+@dataclass(slots=True)
 class Enrichment:
     """What the gateway adds to an accepted event, from its own data."""
 
@@ -42,7 +43,7 @@ class Enrichment:
     screen_size: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Location:
     country_code: str = ""
     subdivision1_code: str = ""

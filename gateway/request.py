@@ -86,7 +86,8 @@ _MILLI = Decimal("0.001")
 Errors = dict[str, list[str]]
 
 
-@dataclass(frozen=True, slots=True)
+# Built per request, so not frozen (see shields.model); treated as immutable.
+@dataclass(slots=True)
 class ParsedItem:
     """One JSON object of the body: its events (one per domain) or what is wrong with it."""
 
@@ -95,7 +96,7 @@ class ParsedItem:
     errors: Errors | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ParseResult:
     """The whole body. `error` is set when nothing in it can be used; `items` is then empty."""
 

@@ -14,7 +14,7 @@ skipped for a client on the site's `ip_allowlist`.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from shields.base import Shield
@@ -23,7 +23,8 @@ from shields.iplists import DatacenterShield, ThreatShield
 from shields.lists import LiveLists
 from shields.model import ClientContext, Event, SiteConfig, Verdict
 from shields.referrers import SpamReferrerShield
-from shields.rules import SiteCountryShield, SiteHostnameShield, SiteIPShield, SitePageShield, ip_allowlisted
+from shields.rules import (SiteCountryShield, SiteHostnameShield, SiteIPShield, SitePageShield, compiled_rules,
+                           ip_allowlisted)
 
 __all__ = ["ChainResult", "ShieldChain", "ShieldReport", "default_chain", "explain", "run_chain"]
 
@@ -78,47 +79,87 @@ def default_chain(
     return tuple(chain)
 
 
-def run_chain(chain: Sequence[Shield], event: Event, client: ClientContext, site: SiteConfig) -> ChainResult:
-    """Run the shields in order; stop at the first enforced objection."""
+class _Step(NamedTuple):
+    check: Callable[[Event, ClientContext, SiteConfig], Verdict | None]
+    reason: str
+    ip_based: bool
+    report_only: bool  # the site lists this reason under report_only
+
+
+def _plan(chain: Sequence[Shield], site: SiteConfig) -> tuple[tuple[_Step, ...], bool]:
+    """The steps that can object for this site, and whether the site has an IP allowlist.
+
+    Shields the site disabled are left out, and so are rule shields for which the site has no
+    rules (`applies(site)` false): they could only ever pass.
+    """
     rules = site.shields
-    disabled = rules.disabled
-    report_only = rules.report_only
-    would: list[Verdict] = []
-    allowlisted: bool | None = None  # looked up once, only if an IP-based shield runs
+    steps = []
     for shield in chain:
         reason = shield.reason.value
-        if disabled and reason in disabled:
+        if reason in rules.disabled:
             continue
-        if getattr(shield, "ip_based", False):
+        applies = getattr(shield, "applies", None)
+        if applies is not None and not applies(site):
+            continue
+        steps.append(_Step(shield.check, reason, getattr(shield, "ip_based", False), reason in rules.report_only))
+    return tuple(steps), bool(compiled_rules(site).ip_allow)
+
+
+def _run(steps: tuple[_Step, ...], has_allowlist: bool, event: Event, client: ClientContext,
+         site: SiteConfig) -> ChainResult:
+    would: list[Verdict] = []
+    allowlisted: bool | None = None if has_allowlist else False  # looked up once, if needed
+    for check, _reason, ip_based, report_only in steps:
+        if ip_based:
             if allowlisted is None:
                 allowlisted = ip_allowlisted(client, site)
             if allowlisted:
                 continue
-        verdict = shield.check(event, client, site)
+        verdict = check(event, client, site)
         if verdict is None:
             continue
-        if verdict.report_only or reason in report_only:
+        if verdict.report_only or report_only:
             would.append(verdict if verdict.report_only else dataclasses.replace(verdict, report_only=True))
             continue
         return ChainResult(verdict, tuple(would))
     return ChainResult(None, tuple(would))
 
 
+def run_chain(chain: Sequence[Shield], event: Event, client: ClientContext, site: SiteConfig) -> ChainResult:
+    """Run the shields in order; stop at the first enforced objection."""
+    return _run(*_plan(chain, site), event, client, site)
+
+
 class ShieldChain:
     """A chain bound to its shields: `chain(event, client, site) -> ChainResult`.
 
-    This is the callable the gateway's pipeline takes as its chain runner.
+    This is the callable the gateway's pipeline takes as its chain runner. The per-site plan
+    (which shields can object for this site) is worked out once per site object and kept.
     """
 
-    __slots__ = ("shields",)
+    __slots__ = ("shields", "_plans")
+    MAX_PLANS = 4096
 
     def __init__(self, shields: Sequence[Shield]) -> None:
         self.shields = tuple(shields)
+        # id(site) -> (site, plan). Holding the site keeps its id from being reused while cached.
+        self._plans: dict[int, tuple[SiteConfig, tuple[tuple[_Step, ...], bool]]] = {}
 
     def __call__(self, event: Event, client: ClientContext, site: SiteConfig) -> ChainResult:
-        return run_chain(self.shields, event, client, site)
+        entry = self._plans.get(id(site))
+        if entry is None or entry[0] is not site:
+            if len(self._plans) >= self.MAX_PLANS:
+                self._plans.clear()  # sites were reloaded many times over: start afresh
+            entry = (site, _plan(self.shields, site))
+            self._plans[id(site)] = entry
+        steps, has_allowlist = entry[1]
+        return _run(steps, has_allowlist, event, client, site)
 
     def explain(self, event: Event, client: ClientContext, site: SiteConfig) -> list[ShieldReport]:
+        return explain(self.shields, event, client, site)
+
+
+def explain(self, event: Event, client: ClientContext, site: SiteConfig) -> list[ShieldReport]:
         return explain(self.shields, event, client, site)
 
 

@@ -40,7 +40,10 @@ class DropReason(str, enum.Enum):
     INVALID = "invalid"
 
 
-@dataclass(frozen=True, slots=True)
+# The per-request classes (Event, ClientContext, Verdict) are plain dataclasses, treated as
+# immutable: a frozen one costs about four times as much to build (each field goes through
+# object.__setattr__), and several are built for every request.
+@dataclass(slots=True)
 class Event:
     """One validated, normalised event for one site domain (a comma list fans out to several)."""
 
@@ -68,7 +71,7 @@ class Event:
     automation: bool = False  # the tracker saw navigator.webdriver or a headless marker
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ClientContext:
     """Who sent the request, as far as the gateway may trust it.
 
@@ -119,7 +122,7 @@ class SiteConfig:
     velocity_window_seconds: int = 1800
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Verdict:
     """A shield's objection: the reason, whether it only reports, and a short operator-facing detail."""
 

@@ -375,6 +375,9 @@ class SiteHostnameShield:
 
     reason = DropReason.SITE_HOSTNAME_ALLOWLIST
 
+    def applies(self, site: SiteConfig) -> bool:
+        return bool(compiled_rules(site).hostnames)
+
     def check(self, event: Event, client: ClientContext, site: SiteConfig) -> Verdict | None:
         hostnames = compiled_rules(site).hostnames
         if not hostnames or hostnames.match(event.hostname):
@@ -386,6 +389,10 @@ class SitePageShield:
     """Drops events for pages on the site's page blocklist."""
 
     reason = DropReason.SITE_PAGE_BLOCKLIST
+
+    def applies(self, site: SiteConfig) -> bool:
+        rules = compiled_rules(site)
+        return bool(rules.pages or rules.pages_report)
 
     def check(self, event: Event, client: ClientContext, site: SiteConfig) -> Verdict | None:
         rules = compiled_rules(site)
@@ -402,6 +409,10 @@ class SiteIPShield:
     reason = DropReason.SITE_IP_BLOCKLIST
     ip_based = True
 
+    def applies(self, site: SiteConfig) -> bool:
+        rules = compiled_rules(site)
+        return bool(rules.ip_block or rules.ip_block_report)
+
     def check(self, event: Event, client: ClientContext, site: SiteConfig) -> Verdict | None:
         if client.ip is None:
             return None
@@ -417,6 +428,10 @@ class SiteCountryShield:
     """Drops events from countries on the site's blocklist (only when geo/ found a country)."""
 
     reason = DropReason.SITE_COUNTRY_BLOCKLIST
+
+    def applies(self, site: SiteConfig) -> bool:
+        rules = compiled_rules(site)
+        return bool(rules.countries or rules.countries_report)
 
     def check(self, event: Event, client: ClientContext, site: SiteConfig) -> Verdict | None:
         code = client.country_code
