@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import json
 import re
-import threading
+import functools
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any, Final, NamedTuple
 
-from cachetools import LRUCache
 from publicsuffixlist import PublicSuffixList
 
 from gateway.errors import ConfigError
@@ -227,7 +226,7 @@ class KnownSources:
 class ReferrerClassifier:
     """Event → `ReferrerInfo`. Build once at start-up (the public suffix list takes ~0.2 s to load)."""
 
-    __slots__ = ("_cache", "_icann", "_lock", "_psl", "_sources")
+    __slots__ = ("_cached", "_icann", "_psl", "_sources")
 
     def __init__(self, sources: KnownSources | None = None, *, cache_size: int = 10000) -> None:
         if cache_size < 0:
@@ -237,8 +236,7 @@ class ReferrerClassifier:
         # fallback; brands are matched under ICANN suffixes only, so google.blogspot.com is not Google.
         self._psl = PublicSuffixList()
         self._icann = PublicSuffixList(only_icann=True)
-        self._cache: LRUCache[str, str] | None = LRUCache(cache_size) if cache_size else None
-        self._lock = threading.Lock()
+        self._cached = functools.lru_cache(maxsize=cache_size)(self._host_source) if cache_size else None
 
     @property
     def sources(self) -> KnownSources:
@@ -265,16 +263,17 @@ class ReferrerClassifier:
             name = self._sources.for_app(parsed.host)
             return name if name is not None else self._sources.canonical(f"android-app://{parsed.host}")
         host = parsed.host
-        cache = self._cache
-        if cache is None or len(host) > _MAX_CACHED_HOST:
+        cached = self._cached
+        if cached is None or len(host) > _MAX_CACHED_HOST:
             return self._host_source(host)
-        with self._lock:
-            name = cache.get(host)
-        if name is None:
-            name = self._host_source(host)
-            with self._lock:
-                cache[host] = name
-        return name
+        return cached(host)
+
+    def cache_info(self) -> tuple[int, int]:
+        """(entries, capacity) of the host-to-source cache."""
+        if self._cached is None:
+            return 0, 0
+        info = self._cached.cache_info()
+        return info.currsize, int(info.maxsize or 0)
 
     def _host_source(self, host: str) -> str:
         sources = self._sources

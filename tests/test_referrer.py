@@ -266,12 +266,13 @@ def test_source_cache_is_bounded() -> None:
     c = ReferrerClassifier(cache_size=4)
     for i in range(50):
         assert c.classify(event(f"https://www.site{i}.org/")).referrer_source == f"site{i}.org"
-    assert len(c._cache or ()) == 4
+    assert c.cache_info() == (4, 4)
 
 
 def test_zero_cache_size_still_classifies() -> None:
     c = ReferrerClassifier(cache_size=0)
     assert c.classify(event("https://www.google.de/")).referrer_source == "Google"
+    assert c.cache_info() == (0, 0)
 
 
 # --- robustness ------------------------------------------------------------------------------------
