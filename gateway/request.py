@@ -7,7 +7,7 @@ JSON object into one `Event` per domain, or an errors dict such as `{"url": ["is
 
 Field names, aliases, limits and error messages follow Plausible's Events API. Where we
 differ on purpose, the comment at that spot says why; docs/event-api.md lists every
-difference. Pure functions, no I/O, no caches: everything here is bounded by the body size.
+difference. Pure functions, no I/O; one bounded cache (`_url_fields`): nothing grows with traffic.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 from urllib.parse import SplitResult, unquote_plus, urlsplit
@@ -142,35 +143,19 @@ def parse_event(obj: dict[str, Any]) -> list[Event] | Errors:
 
     url = _pick(obj, "u", "url")
     url_text = ""
-    parts: SplitResult | None = None
-    if url is None:
-        _add(errors, "url", _REQUIRED)
-    elif not isinstance(url, str) or _over_bytes(url, MAX_URL_BYTES):
-        _add(errors, "url", _BAD_URL)
-    else:
-        try:
-            parts = urlsplit(url)
-        except ValueError:  # e.g. an unclosed "[" in the host
-            _add(errors, "url", _BAD_URL)
-        else:
-            if parts.scheme == "data":
-                _add(errors, "url", _BAD_SCHEME)
-                parts = None
-            else:
-                url_text = url
-
     hostname = "(none)"
     pathname = "/"
-    query: dict[str, str] | None = None
-    if parts is not None:
-        host = parts.hostname  # already lower-cased by urlsplit
-        if host:
-            hostname = _strip_www(host.strip())
-            if not hostname:  # nothing left, e.g. the host was just "www."
-                _add(errors, "hostname", _BLANK)
-        pathname = _pathname(parts, hash_mode and "#" in url_text)
-        if parts.query:
-            query = _query(parts.query)
+    tags = _NO_TAGS
+    if url is None:
+        _add(errors, "url", _REQUIRED)
+    elif not isinstance(url, str):
+        _add(errors, "url", _BAD_URL)
+    else:
+        fields = _url_fields(url, hash_mode) if len(url) <= _MAX_CACHED_URL else _url_fields_uncached(url, hash_mode)
+        if isinstance(fields, tuple):
+            url_text, hostname, pathname, tags = fields
+        else:
+            _add(errors, *fields.split(":", 1))  # type: ignore[arg-type]
 
     ref = _pick(obj, "r", "referrer")
     referrer = _cut_graphemes(ref, MAX_REFERRER_CHARS) if isinstance(ref, str) else None
@@ -195,19 +180,7 @@ def parse_event(obj: dict[str, Any]) -> list[Event] | Errors:
     if errors or name is None:
         return errors or {"event_name": [_BLANK]}
 
-    if query is None:
-        utm_source = utm_medium = utm_campaign = utm_content = utm_term = click_id = None
-    else:
-        utm_source = query.get("utm_source")
-        if utm_source is None:
-            utm_source = query.get("source")
-            if utm_source is None:
-                utm_source = query.get("ref")
-        utm_medium = query.get("utm_medium")
-        utm_campaign = query.get("utm_campaign")
-        utm_content = query.get("utm_content")
-        utm_term = query.get("utm_term")
-        click_id = next((k for k in _CLICK_IDS if k in query), None)
+    utm_source, utm_medium, utm_campaign, utm_content, utm_term, click_id = tags
 
     first = Event(
         name=name,
@@ -235,6 +208,45 @@ def parse_event(obj: dict[str, Any]) -> list[Event] | Errors:
     if len(domains) == 1:
         return [first]
     return [first, *(replace(first, domain=d) for d in domains[1:])]
+
+
+# URL → (url, hostname, pathname, query tags), or "field:message". A pure function of the URL and
+# the hash mode, kept in a bounded cache: the same page URLs come back request after request.
+_MAX_CACHED_URL = 1024
+_NO_TAGS: tuple[str | None, ...] = (None,) * 6
+UrlFields = tuple[str, str, str, tuple[str | None, ...]] | str
+
+
+def _url_fields_uncached(url: str, hash_mode: bool) -> UrlFields:
+    if _over_bytes(url, MAX_URL_BYTES):
+        return "url:" + _BAD_URL
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed "[" in the host
+        return "url:" + _BAD_URL
+    if parts.scheme == "data":
+        return "url:" + _BAD_SCHEME
+    hostname = "(none)"
+    host = parts.hostname  # already lower-cased by urlsplit
+    if host:
+        hostname = _strip_www(host.strip())
+        if not hostname:  # nothing left, e.g. the host was just "www."
+            return "hostname:" + _BLANK
+    pathname = _pathname(parts, hash_mode and "#" in url)
+    if not parts.query:
+        return url, hostname, pathname, _NO_TAGS
+    query = _query(parts.query)
+    utm_source = query.get("utm_source")
+    if utm_source is None:
+        utm_source = query.get("source")
+        if utm_source is None:
+            utm_source = query.get("ref")
+    click_id = next((k for k in _CLICK_IDS if k in query), None)
+    return url, hostname, pathname, (utm_source, query.get("utm_medium"), query.get("utm_campaign"),
+                                     query.get("utm_content"), query.get("utm_term"), click_id)
+
+
+_url_fields = lru_cache(maxsize=8192)(_url_fields_uncached)
 
 
 # --- fields -------------------------------------------------------------------------------
