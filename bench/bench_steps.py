@@ -78,7 +78,7 @@ def main(n: int = 20_000) -> dict[str, float]:
     steps: dict[str, Callable[[int], Any]] = {
         "parse body": lambda i: parse_body(bodies[i % len(bodies)]),
         "client ip": lambda i: resolver.resolve("127.0.0.1", headers[i % len(headers)]),
-        "geo lookup": lambda i: geo.locate(clients[i % len(clients)]),
+        "geo lookup": lambda i: geo.locate(clients[i % len(clients)].ip),
         "spam referrer": lambda i: spam.check_any_site(parsed[i % len(parsed)], clients[i % len(clients)]),
         "shield chain": lambda i: chain(parsed[i % len(parsed)], clients[i % len(clients)], site),
         "UA + referrer": lambda i: enrich(parsed[i % len(parsed)], clients[i % len(clients)]),
@@ -93,7 +93,7 @@ def main(n: int = 20_000) -> dict[str, float]:
     cold_clients = [ClientContext(ip=ipaddress.ip_address(addrs[i % len(addrs)]), user_agent=cold_uas[i])
                     for i in range(n)]
     cold_steps = {
-        "geo lookup": lambda i: geo.locate(cold_clients[i]),
+        "geo lookup": lambda i: geo.locate(cold_clients[i].ip),
         "shield chain": lambda i: chain(parsed[i % len(parsed)], cold_clients[i], site),
         "UA + referrer": lambda i: enrich(parsed[i % len(parsed)], cold_clients[i]),
     }

@@ -49,6 +49,8 @@ _PREFLIGHT = {
     "access-control-allow-headers": "Content-Type",
     "access-control-max-age": "86400",
 }
+_ONE_ACCEPTED = orjson.dumps({"accepted": 1})
+_ONE_DROPPED = orjson.dumps({"accepted": 0, "dropped": 1})
 TRACKER_SCRIPT = Path(__file__).resolve().parent.parent / "tracker_js" / "dist" / "script.js"
 
 
@@ -265,11 +267,10 @@ def create_app(config_path: str) -> Sanic:
         if not result.is_batch and result.items[0].errors:
             state.metrics.responses[400] += 1
             return _json({"errors": result.items[0].errors}, 400, _CORS)
-        ip, ip_type = state.resolver.resolve(request.ip, request.headers)
-        ua = request.headers.get("user-agent", "")
-        location, asn = state.geo.locate(ClientContext(ip=ip, user_agent=ua, ip_type=ip_type))
-        client = ClientContext(ip=ip, user_agent=ua, ip_type=ip_type,
-                               country_code=location.country_code or None, asn=asn)
+        headers = request.headers
+        ip, ip_type = state.resolver.resolve(request.ip, headers)
+        location, asn = state.geo.locate(ip, ip_type)
+        client = ClientContext(ip, headers.get("user-agent", ""), ip_type, location.country_code or None, asn)
         if not state.spool.has_room():
             state.metrics.responses[503] += 1
             return _json({"errors": {"request": ["temporarily unable to accept events"]}}, 503,
@@ -287,8 +288,11 @@ def create_app(config_path: str) -> Sanic:
                 state.metrics.responses[503] += 1
                 return _json({"errors": {"request": ["temporarily unable to accept events"]}}, 503,
                              {**_CORS, "retry-after": "5"})
-        body: dict[str, Any] = {"accepted": outcome.accepted}
         dropped = len(outcome.dropped)
+        if not result.is_batch and dropped + outcome.accepted == 1:  # the common answers, prebuilt
+            state.metrics.responses[202] += 1
+            return HTTPResponse(_ONE_DROPPED if dropped else _ONE_ACCEPTED, 202, _CORS, _JSON)
+        body: dict[str, Any] = {"accepted": outcome.accepted}
         if result.is_batch:
             invalid = [{"index": item.index, "errors": item.errors} for item in result.items if item.errors]
             dropped += len(invalid)

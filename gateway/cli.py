@@ -199,8 +199,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     store, chain, spam = build_shields(config)
     geo = GeoEnricher(open_reader(config.sections.get("geo", {}), config.source.parent,
                                   config.data_dir, str(config.source)))
-    bare = ClientContext(ip=ip, user_agent=args.ua, ip_type=args.ip_type)
-    location, asn = geo.locate(bare)
+    location, asn = geo.locate(ip, args.ip_type)
     client = ClientContext(ip=ip, user_agent=args.ua, ip_type=args.ip_type,
                            country_code=location.country_code or None, asn=asn)
     print(f"client: country={client.country_code or '-'} asn={asn or '-'}")

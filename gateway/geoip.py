@@ -13,7 +13,7 @@ from typing import Any
 
 from gateway.errors import ConfigError
 from gateway.pipeline import NO_LOCATION, Location
-from shields.model import ClientContext
+from shields.model import IPAddress
 
 log = logging.getLogger("gateway.geo")
 
@@ -53,12 +53,13 @@ class GeoEnricher:
     def __init__(self, reader: Any) -> None:
         self.reader = reader
 
-    def locate(self, client: ClientContext) -> tuple[Location, int | None]:
-        if client.ip_type == "anonymous_vpn_ip":
+    def locate(self, ip: IPAddress | None, ip_type: str | None = None) -> tuple[Location, int | None]:
+        """The geo columns for a client address (and its ASN); `ip_type` from a trusted proxy."""
+        if ip_type == "anonymous_vpn_ip":
             return ANONYMOUS_VPN, None
-        if self.reader is None or client.ip is None:
+        if self.reader is None or ip is None:
             return NO_LOCATION, None
-        loc = self.reader.lookup(client.ip)
+        loc = self.reader.lookup(ip)
         if loc is None:
             return NO_LOCATION, None
         if loc.country_code is None:
