@@ -33,7 +33,8 @@ from gateway.limits import LocalRateLimiter, VelocityTable
 from gateway.salts import FileSaltStore, SaltStore
 from gateway.shared_redis import open_shared
 from gateway.sinks import open_sink
-from gateway.spool import MemoryBuffer, Spool
+from gateway.shipper import run_shipper, status_path
+from gateway.spool import MemoryBuffer, Spool, read_status
 from shields.model import ClientContext, SiteConfig
 
 # Lists older than this since a failed background refresh are tried again (not every second).
@@ -94,6 +95,7 @@ class WorkerState:
                 fsync=spool.fsync,
                 fsync_interval=spool.fsync_interval,
                 max_disk_bytes=spool.max_disk_bytes,
+                ship_in_background=spool.shipper == "worker",
             )
         self.geo = GeoEnricher(open_reader(config.sections.get("geo", {}), config.source.parent,
                                            config.data_dir, str(config.source)))
@@ -148,6 +150,8 @@ class WorkerState:
                     self._refreshing = True
                     loop.run_in_executor(None, self._refresh_lists)
                 sp = self.spool
+                if isinstance(sp, Spool) and not sp.ship_in_background:
+                    sp.refresh(read_status(status_path(self.config.data_dir)))
                 self.metrics.gauges.update(spool_segments=sp.backlog_segments, spool_bytes=sp.disk_bytes,
                                            spool_oldest_seconds=round(sp.backlog_age, 1),
                                            sink_failures=sp.failures, spool_torn_segments=sp.torn_segments)
@@ -244,14 +248,19 @@ def create_app(config_path: str) -> Sanic:
     app.config.KEEP_ALIVE_TIMEOUT = 30
     max_batch = config.limits.max_batch_events
 
+    if config.spool.mode == "disk" and config.spool.shipper == "process":
+        @app.main_process_ready
+        async def _shipper(app: Sanic) -> None:
+            app.manager.manage("Shipper", run_shipper, {"config_path": config_path})
+
     @app.before_server_start
-    async def _start(app: Sanic, _loop: Any) -> None:
+    async def _start(app: Sanic) -> None:
         state = WorkerState(config)
         app.ctx.state = state
         state.start()
 
     @app.before_server_stop
-    async def _stop(app: Sanic, _loop: Any) -> None:
+    async def _stop(app: Sanic) -> None:
         state: WorkerState | None = getattr(app.ctx, "state", None)
         if state is not None:
             await state.close()

@@ -16,7 +16,7 @@ from gateway.errors import ConfigError
 log = logging.getLogger("gateway")
 
 
-def _setup_logging(level: str = "INFO") -> None:
+def setup_logging(level: str = "INFO") -> None:
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s")
 
@@ -269,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    _setup_logging(os.environ.get("GATEWAY_LOG_LEVEL", "INFO"))
+    setup_logging(os.environ.get("GATEWAY_LOG_LEVEL", "INFO"))
     args = build_parser().parse_args(argv)
     return int(args.func(args))
 

@@ -55,6 +55,7 @@ class SpoolConfig:
     segment_bytes: int = 4 * 1024 * 1024
     max_disk_bytes: int = 1024 * 1024 * 1024  # past it the gateway answers 503
     mode: str = "disk"  # "memory": no durability, for measuring its cost (docs/configuration.md)
+    shipper: str = "process"  # "process": one shipper process; "worker": a thread in each worker
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +179,7 @@ def load_gateway_config(path: str | os.PathLike[str]) -> GatewayConfig:
     )
     spool_raw = raw.get("spool", {})
     _expect(src, "spool", spool_raw, dict, "a table")
-    unknown = sorted(set(spool_raw) - {"fsync", "fsync_interval", "segment_bytes", "max_disk_bytes", "mode"})
+    unknown = sorted(set(spool_raw) - {"fsync", "fsync_interval", "segment_bytes", "max_disk_bytes", "mode", "shipper"})
     if unknown:
         raise ConfigError(src, f"spool.{unknown[0]}", "unknown key")
     fsync = spool_raw.get("fsync", "interval")
@@ -187,8 +188,12 @@ def load_gateway_config(path: str | os.PathLike[str]) -> GatewayConfig:
     mode = spool_raw.get("mode", "disk")
     if mode not in ("disk", "memory"):
         raise ConfigError(src, "spool.mode", f"must be 'disk' or 'memory', got {mode!r}")
+    shipper = spool_raw.get("shipper", "process")
+    if shipper not in ("process", "worker"):
+        raise ConfigError(src, "spool.shipper", f"must be 'process' or 'worker', got {shipper!r}")
     spool = SpoolConfig(
         mode=mode,
+        shipper=shipper,
         fsync=fsync,
         fsync_interval=_positive_number(src, "spool.fsync_interval", spool_raw.get("fsync_interval", 0.2)),
         segment_bytes=_positive_int(src, "spool.segment_bytes", spool_raw.get("segment_bytes", 4 * 1024 * 1024)),

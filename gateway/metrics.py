@@ -76,6 +76,10 @@ def _esc(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
+SHARED_GAUGES = frozenset({"spool_segments", "spool_bytes", "spool_oldest_seconds", "sink_failures",
+                           "spool_torn_segments"})
+
+
 def render(snapshots: list[dict[str, Any]], extra: list[str] | None = None) -> str:
     """Prometheus text exposition of the summed snapshots."""
     accepted: Counter[str] = Counter()
@@ -93,7 +97,9 @@ def render(snapshots: list[dict[str, Any]], extra: list[str] | None = None) -> s
         for k, v in s.get("responses", []):
             responses[str(k)] += v
         for k, v in s.get("gauges", {}).items():
-            gauges[k] += v
+            # Each worker sees the whole spool directory and the shipper process's counters:
+            # those gauges are one figure, not a per-worker share, so they are not added up.
+            gauges[k] = max(gauges[k], v) if k in SHARED_GAUGES else gauges[k] + v
     lines = [
         "# HELP gateway_events_accepted_total Events accepted and buffered for storage.",
         "# TYPE gateway_events_accepted_total counter",

@@ -103,8 +103,12 @@ def recover(spool_dir: Path) -> int:
     return n
 
 
+def iter_ready(spool_dir: Path) -> Iterator[Path]:
+    yield from sorted(spool_dir.glob("*.ready"), key=lambda p: _seq_of(p.name))
+
+
 def spool_usage(spool_dir: Path) -> tuple[int, int, float]:
-    """(segments, bytes, age in seconds of the oldest) of everything in the spool."""
+    """(segments, bytes, age in seconds of the oldest) of everything unshipped in the spool."""
     count, size, oldest = 0, 0, time.time()
     try:
         entries = list(os.scandir(spool_dir))
@@ -115,14 +119,102 @@ def spool_usage(spool_dir: Path) -> tuple[int, int, float]:
             st = e.stat()
         except FileNotFoundError:
             continue
+        if not st.st_size:
+            continue  # a worker's freshly opened segment, nothing in it yet
         count += 1
         size += st.st_size
         oldest = min(oldest, st.st_mtime)
     return count, size, (time.time() - oldest) if count else 0.0
 
 
+class SegmentShipper:
+    """Moves ready segments to the sink, oldest first, deleting each only once the sink has it.
+
+    Any number of shippers, in any processes, can work on one spool directory: a segment is
+    claimed by an atomic rename. The gateway runs one in its own process (gateway/shipper.py),
+    off the workers' event loops; each worker also runs one when it stops, for its last segment.
+    """
+
+    def __init__(self, spool_dir: Path, sink: Sink, *, batch_rows: int = 10_000) -> None:
+        self.dir = spool_dir
+        self.sink = sink
+        self.batch_rows = batch_rows
+        # pid plus a random tag: unique even for two shippers in one process, or a recycled pid
+        self.owner = f"{os.getpid()}{os.urandom(3).hex()}"
+        self.shipped_rows = 0
+        self.failures = 0
+        self.last_error: str | None = None
+        self.torn_segments = 0
+        self.backlog_segments = 0
+        self.backlog_bytes = 0
+        self.backlog_age = 0.0
+
+    def _claim(self) -> Path | None:
+        for p in iter_ready(self.dir):
+            stem = p.name.split(".", 1)[0]
+            target = self.dir / f"{stem}.ship-{self.owner}"
+            try:
+                os.rename(p, target)
+            except FileNotFoundError:
+                continue  # another shipper claimed it first
+            return target
+        return None
+
+    def ship_ready(self) -> bool:
+        """Ship every ready segment, oldest first. False if the sink failed (segment kept)."""
+        try:
+            while True:
+                seg = self._claim()
+                if seg is None:
+                    return True
+                result = read_segment(seg)
+                if result.torn:
+                    self.torn_segments += 1
+                    log.warning("segment %s ends in a torn record: shipping the %d complete rows before it",
+                                seg.name, len(result.rows))
+                try:
+                    for i in range(0, len(result.rows), self.batch_rows):
+                        self.sink.write(result.rows[i:i + self.batch_rows])
+                except Exception as exc:
+                    stem = seg.name.split(".", 1)[0]
+                    os.replace(seg, self.dir / f"{stem}.ready")  # give it back, in order
+                    self.failures += 1
+                    self.last_error = f"{type(exc).__name__}: {exc}"
+                    log.warning("sink write failed, %s kept for retry: %s", seg.name, self.last_error)
+                    return False
+                seg.unlink()
+                self.shipped_rows += len(result.rows)
+                self.last_error = None
+        finally:
+            self.backlog_segments, self.backlog_bytes, self.backlog_age = spool_usage(self.dir)
+
+    def status(self) -> dict[str, Any]:
+        return {"shipped_rows": self.shipped_rows, "failures": self.failures, "last_error": self.last_error,
+                "torn_segments": self.torn_segments, "updated": time.time()}
+
+    def write_status(self, path: Path) -> None:
+        """Publish the counters for the workers' metrics and /ready (atomic replace)."""
+        tmp = path.with_name(f".{path.name}.{self.owner}.tmp")
+        tmp.write_bytes(orjson.dumps(self.status()))
+        os.replace(tmp, path)
+
+
+def read_status(path: Path) -> dict[str, Any] | None:
+    """A shipper's published counters, or None when there are none (yet)."""
+    try:
+        value = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
 class Spool:
-    """One worker's writer and shipper."""
+    """One worker's writer, and (with `ship_in_background`) a shipper thread of its own.
+
+    Without it the spool only writes: a shipper process moves the segments, and `refresh()`
+    picks up the backlog from the directory and the counters from that process's status file.
+    At `close()` the spool always ships what is ready itself, its own last segment included.
+    """
 
     def __init__(
         self,
@@ -135,6 +227,7 @@ class Spool:
         fsync_interval: float = 0.2,
         max_disk_bytes: int = 1024 * 1024 * 1024,
         ship_batch_rows: int = 10_000,
+        ship_in_background: bool = True,
     ) -> None:
         self.dir = spool_dir
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -144,21 +237,20 @@ class Spool:
         self.fsync_mode = fsync
         self.fsync_interval = fsync_interval
         self.max_disk_bytes = max_disk_bytes
-        self.ship_batch_rows = ship_batch_rows
-        # pid plus a random tag: unique even for two spools in one process, or a recycled pid
-        self.owner = f"{os.getpid()}{os.urandom(3).hex()}"
+        self.shipper = SegmentShipper(spool_dir, sink, batch_rows=ship_batch_rows)
+        self.ship_in_background = ship_in_background
+        self.owner = self.shipper.owner
         self._seq = int(time.time() * 1000) * 1000
         self._fd = -1
         self._path: Path | None = None
         self._opened = 0.0
         self._size = 0
         self._dirty = False
-        self._disk_bytes = 0  # closed segments on disk: refreshed by the shipper, raised on rotation
+        self._disk_bytes = 0  # segments on disk: refreshed from the directory, raised on rotation
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shipper")
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
         self._wake = asyncio.Event()
-        self.shipped_rows = 0
         self.failures = 0
         self.last_error: str | None = None
         self.torn_segments = 0
@@ -221,7 +313,8 @@ class Spool:
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._tick(), name="spool-tick"))
-        self._tasks.append(loop.create_task(self._ship_loop(), name="spool-ship"))
+        if self.ship_in_background:
+            self._tasks.append(loop.create_task(self._ship_loop(), name="spool-ship"))
 
     async def _tick(self) -> None:
         """fsync on the interval; close a segment once it is old enough to ship."""
@@ -247,45 +340,28 @@ class Spool:
             ok = await loop.run_in_executor(self._executor, self.ship_ready)
             backoff = 0.0 if ok else min(max(backoff * 2, 0.5), 30.0)
 
-    def _claim(self) -> Path | None:
-        ready = sorted((p for p in self.dir.glob("*.ready")), key=lambda p: _seq_of(p.name))
-        for p in ready:
-            stem = p.name.split(".", 1)[0]
-            target = self.dir / f"{stem}.ship-{self.owner}"
-            try:
-                os.rename(p, target)
-            except FileNotFoundError:
-                continue  # another worker claimed it first
-            return target
-        return None
+    @property
+    def shipped_rows(self) -> int:
+        return self.shipper.shipped_rows
 
     def ship_ready(self) -> bool:
-        """Ship every ready segment, oldest first. False if the sink failed (segment kept)."""
-        try:
-            while True:
-                seg = self._claim()
-                if seg is None:
-                    return True
-                result = read_segment(seg)
-                if result.torn:
-                    self.torn_segments += 1
-                    log.warning("segment %s ends in a torn record: shipping the %d complete rows before it",
-                                seg.name, len(result.rows))
-                try:
-                    for i in range(0, len(result.rows), self.ship_batch_rows):
-                        self.sink.write(result.rows[i:i + self.ship_batch_rows])
-                except Exception as exc:
-                    stem = seg.name.split(".", 1)[0]
-                    os.replace(seg, self.dir / f"{stem}.ready")  # give it back, in order
-                    self.failures += 1
-                    self.last_error = f"{type(exc).__name__}: {exc}"
-                    log.warning("sink write failed, %s kept for retry: %s", seg.name, self.last_error)
-                    return False
-                seg.unlink()
-                self.shipped_rows += len(result.rows)
-                self.last_error = None
-        finally:
-            self.backlog_segments, self._disk_bytes, self.backlog_age = spool_usage(self.dir)
+        """Ship every ready segment now, in the calling thread. False if the sink failed."""
+        sh = self.shipper
+        ok = sh.ship_ready()
+        self.backlog_segments, self._disk_bytes, self.backlog_age = sh.backlog_segments, sh.backlog_bytes, sh.backlog_age
+        self._take(sh.status())
+        return ok
+
+    def refresh(self, status: dict[str, Any] | None) -> None:
+        """Backlog from the directory, counters from a shipper process's status (if any)."""
+        self.backlog_segments, self._disk_bytes, self.backlog_age = spool_usage(self.dir)
+        if status is not None:
+            self._take(status)
+
+    def _take(self, status: dict[str, Any]) -> None:
+        self.failures = int(status.get("failures") or 0)
+        self.last_error = status.get("last_error")
+        self.torn_segments = int(status.get("torn_segments") or 0)
 
     async def close(self, *, attempts: int = 5) -> bool:
         """Close the open segment and ship everything; what the sink refuses stays for next start."""
@@ -306,10 +382,6 @@ class Spool:
         self._executor.shutdown(wait=True)
         self.sink.close()
         return ok
-
-
-def iter_ready(spool_dir: Path) -> Iterator[Path]:
-    yield from sorted(spool_dir.glob("*.ready"), key=lambda p: _seq_of(p.name))
 
 
 async def _cancel(tasks: Sequence[asyncio.Task[None]]) -> None:

@@ -175,6 +175,32 @@ def test_clean_stop_flushes_every_buffered_event(start_gateway: Callable[..., Ga
     assert len({r["pathname"] for r in gw.rows()}) == n
 
 
+@pytest.mark.parametrize("shipper", ["process", "worker"])
+def test_events_reach_the_sink_while_running(start_gateway: Callable[..., Gateway], shipper: str) -> None:
+    # The shipper process (default) or each worker's thread moves segments while the gateway
+    # serves, not only at the stop; the workers' metrics show what the shipper process did.
+    gw = start_gateway(workers=2, extra=f'[spool]\nshipper = "{shipper}"\n')
+    for i in range(30):
+        with httpx.Client(base_url=gw.url, headers={"connection": "close"}) as c:
+            assert c.post("/api/event", content=json.dumps(pageview(f"/p{i}")),
+                          headers={"user-agent": CHROME}).status_code == 202
+    assert len(gw.wait_rows(30)) == 30
+    status = gw.data_dir / "state" / "shipper.json"
+    if shipper == "process":
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and json.loads(status.read_text())["shipped_rows"] < 30:
+            time.sleep(0.1)
+        assert json.loads(status.read_text())["shipped_rows"] == 30  # not shipped by a worker
+    else:
+        assert not status.exists()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and "gateway_spool_segments 0" not in gw.client.get("/metrics").text:
+        time.sleep(0.2)
+    assert "gateway_spool_segments 0" in gw.client.get("/metrics").text
+    assert gw.stop(signal.SIGTERM) == 0
+    assert len(gw.rows()) == 30
+
+
 def test_sigint_also_flushes(start_gateway: Callable[..., Gateway]) -> None:
     gw = start_gateway(flush_interval=600, batch_size=100_000)
     for i in range(20):
