@@ -11,7 +11,7 @@ Segment life cycle (file names carry the state, so a rename is a state change):
 
     <owner>-<seq>.open        being appended to by one worker (owner = pid + random tag)
     <owner>-<seq>.ready       closed, waiting for any shipper
-    <owner>-<seq>.ship-<who>  claimed by the shipper of worker <who> (an atomic rename)
+    <owner>-<seq>.ship-<who>  claimed by shipper <who> (an atomic rename)
 
 At start, before any worker runs, `recover()` turns every `.open` and `.ship-*` left behind by a
 crash into `.ready`, so whoever ships next replays them. Record format: 4-byte little-endian
