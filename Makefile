@@ -8,8 +8,10 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the test suite drives for real: a browser for the tracker tests,
 # database servers for the sink and shared-state tests, libfaketime to cross midnight.
 TEST_DEBS := chromium clickhouse-server redis-server faketime
+# The HTTP load generator of the benchmarks.
+BENCH_DEBS := wrk
 
-.PHONY: run test venv test-venv debs bench shields-eval geo-bench tracker clean loadtest
+.PHONY: run test venv test-venv load-venv debs bench-debs bench profile shields-eval geo-bench tracker clean loadtest
 
 $(VENV)/bin/activate:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -33,18 +35,31 @@ run: venv
 	  echo "warning: no geo database could be installed; the gateway runs without country/region/city"
 	$(VENV)/bin/edge-gateway serve --config $(CONFIG)
 
-debs:
-	@missing=""; for p in $(TEST_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+# Installs the Debian packages named in $(1) that are missing.
+define install_debs
+	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
+endef
+
+debs:
+	$(call install_debs,$(TEST_DEBS))
+
+bench-debs:
+	$(call install_debs,$(BENCH_DEBS))
 
 test: debs test-venv
 	$(PY) -m pytest -q
 
-bench: test-venv
-	$(PY) bench/bench_gateway.py
+# Gateway vs bare Sanic, same workers, same run: make bench ARGS="--workers 2".
+bench: test-venv bench-debs
+	$(PY) bench/bench_gateway.py $(ARGS)
+
+# Where a worker's time goes under load (py-spy): make profile ARGS="--seconds 20".
+profile: test-venv load-venv bench-debs
+	$(PY) bench/profile_gateway.py $(ARGS)
 
 shields-eval: test-venv
 	$(PY) bench/shields_eval.py
@@ -58,8 +73,10 @@ tracker:
 
 # Locust mix against a fresh gateway on loopback, pass/fail (docs/loadtesting.md).
 # Options: make loadtest ARGS="--run-time 30s --users 100", ARGS="--break shields".
-loadtest: venv
+load-venv: venv
 	@[ $(VENV)/.installed-load -nt pyproject.toml ] || { $(PIP) install -q -e '.[load]' && touch $(VENV)/.installed-load; }
+
+loadtest: load-venv
 	$(PY) loadtests/run.py $(ARGS)
 
 clean:

@@ -100,6 +100,31 @@ def memory_mb(pid: int) -> list[tuple[float, float]]:
     return out
 
 
+def gateway_extra(tmp: Path) -> str:
+    """Gateway file additions for a benchmark: a geo database, so geo lookups are part of the
+    measured path (the one `make run` installed when present, else a generated file of 20k
+    networks), and the real shield lists from ../shared/eval, so the IP and referrer shields do
+    real work."""
+    from geo.install import installed
+    from geo.testdb import write_random_db
+
+    found = installed(ROOT / "data")
+    geo_db = found.database if found else write_random_db(tmp / "city.mmdb", "nested", networks=20_000)[0]
+    geo_v6 = f'database_v6 = "{found.database_v6}"\n' if found and found.database_v6 else ""
+    print(f"geo database: {geo_db}")
+    lists = mix.lists_toml()
+    if not lists:
+        print("shared/eval lists not found: the list-based shields run empty", file=sys.stderr)
+    return f'[geo]\ndatabase = "{geo_db}"\n{geo_v6}' + lists
+
+
+def fetch_lists(cfg: Path, env: dict[str, str]) -> None:
+    """`edge-gateway lists update` for a benchmark gateway file (a no-op without [lists])."""
+    if "[lists]" in cfg.read_text():
+        subprocess.run([sys.executable, "-m", "gateway.cli", "lists", "update", "--config", str(cfg)],
+                       cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seconds", type=int, default=10)
@@ -119,19 +144,7 @@ def main() -> int:
     lua.write_text(mix.wrk_lua())
     env = {**os.environ, "PYTHONPATH": str(ROOT), "GATEWAY_LOG_LEVEL": "WARNING"}
 
-    # The gateway gets a geo database, so geo lookups are part of the measured path: the one
-    # `make run` installed when present, else a generated file of 20k networks.
-    from geo.install import installed
-    from geo.testdb import write_random_db
-
-    found = installed(ROOT / "data")
-    geo_db = found.database if found else write_random_db(tmp / "city.mmdb", "nested", networks=20_000)[0]
-    geo_v6 = f'database_v6 = "{found.database_v6}"\n' if found and found.database_v6 else ""
-    geo = f'[geo]\ndatabase = "{geo_db}"\n{geo_v6}'
-    print(f"geo database: {geo_db}")
-    lists = mix.lists_toml()  # the real shield lists, so the IP and referrer shields do real work
-    if not lists:
-        print("shared/eval lists not found: the list-based shields run empty", file=sys.stderr)
+    extra = gateway_extra(tmp)
 
     bare_cmd = [sys.executable, str(ROOT / "bench" / "bare_app.py")]
     procs: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
@@ -146,13 +159,11 @@ def main() -> int:
         start("bare sanic", [*bare_cmd, str(port), str(args.workers)], f"http://127.0.0.1:{port}")
         port = free_port()
         start("parse only", [*bare_cmd, str(port), str(args.workers), "parse"], f"http://127.0.0.1:{port}")
-        variants = {"gateway": geo + lists, "memory buffer": geo + lists + '[spool]\nmode = "memory"\n'}
+        variants = {"gateway": extra, "memory buffer": extra + '[spool]\nmode = "memory"\n'}
         for name, extra in variants.items():
             cfg = write_config(tmp / name.replace(" ", "-"), workers=args.workers, batch_size=5000,
                                flush_interval=1.0, extra=extra)
-            if lists:
-                subprocess.run([sys.executable, "-m", "gateway.cli", "lists", "update", "--config", str(cfg)],
-                               cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+            fetch_lists(cfg, env)
             port = free_port()
             start(name, [sys.executable, "-m", "gateway.cli", "serve", "--config", str(cfg), "--port", str(port)],
                   f"http://127.0.0.1:{port}")
