@@ -33,7 +33,7 @@ from gateway.limits import LocalRateLimiter, VelocityTable
 from gateway.salts import FileSaltStore, SaltStore
 from gateway.shared_redis import open_shared
 from gateway.sinks import open_sink
-from gateway.shipper import run_shipper, status_path
+from gateway.shipper import STALE_SECONDS, is_stale, run_shipper, status_path
 from gateway.spool import MemoryBuffer, Spool, read_status
 from shields.model import ClientContext, SiteConfig
 
@@ -109,6 +109,7 @@ class WorkerState:
                                  rate_limit=self._rate_limit, velocity=self._velocity)
         self.script = self._load_script()
         self._tasks: list[asyncio.Task[None]] = []
+        self._started = time.time()
 
     def _load_script(self) -> Script | None:
         path = Path(self.config.sections.get("tracker", {}).get("script_path", TRACKER_SCRIPT))
@@ -151,7 +152,12 @@ class WorkerState:
                     loop.run_in_executor(None, self._refresh_lists)
                 sp = self.spool
                 if isinstance(sp, Spool) and not sp.ship_in_background:
-                    sp.refresh(read_status(status_path(self.config.data_dir)))
+                    status = read_status(status_path(self.config.data_dir))
+                    sp.refresh(status)
+                    if is_stale(status, self._started, time.time()):
+                        log.warning("the shipper process has not reported for %.0f s: this worker ships "
+                                    "spool segments itself from now on", STALE_SECONDS)
+                        sp.start_shipping()
                 self.metrics.gauges.update(spool_segments=sp.backlog_segments, spool_bytes=sp.disk_bytes,
                                            spool_oldest_seconds=round(sp.backlog_age, 1),
                                            sink_failures=sp.failures, spool_torn_segments=sp.torn_segments)

@@ -4,10 +4,12 @@ Sanic's worker manager starts it next to the HTTP workers (`create_app` register
 spool is durable. Shipping here, not in a thread of each worker, keeps segment decoding and the
 sink client off the workers' event loops and their GIL: a worker only appends and rotates.
 
-The loop looks for ready segments every half segment period, backs off while the sink fails,
-and publishes its counters to `<data_dir>/state/shipper.json` for the workers' metrics and
-`/ready`. On SIGTERM or SIGINT it ships what is ready and exits; each worker ships its own
-last segment as it stops, and whatever is left is replayed at the next start.
+The loop looks for ready segments every half segment period and backs off while the sink
+fails. A heartbeat thread publishes the counters to `<data_dir>/state/shipper.json` every
+second, also while a sink write hangs, for the workers' metrics and `/ready`. A worker that sees
+no heartbeat for `STALE_SECONDS` takes the process for dead and ships on its own from then on.
+On SIGTERM or SIGINT the shipper ships what is ready and exits; each worker ships its own last
+segment as it stops, and whatever is left is replayed at the next start.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from gateway.spool import SegmentShipper
 log = logging.getLogger("gateway.shipper")
 
 STATUS_FILE = "shipper.json"
+HEARTBEAT_SECONDS = 1.0
+STALE_SECONDS = 10.0  # no heartbeat for this long: the workers ship themselves
 
 
 def status_path(data_dir: Path) -> Path:
@@ -46,17 +50,33 @@ def run_shipper(config_path: str) -> None:
     status.parent.mkdir(parents=True, exist_ok=True)
     interval = max(0.02, config.sink.flush_interval / 2)
     backoff = 0.0
+    _publish(shipper, status)
+    heartbeat = threading.Thread(target=_heartbeat, args=(shipper, status, stop), name="heartbeat", daemon=True)
+    heartbeat.start()
     log.info("shipper started for %s", shipper.dir)
     try:
         while not stop.is_set():
             ok = _ship(shipper)
-            _publish(shipper, status)
             backoff = 0.0 if ok else min(max(backoff * 2, 0.5), 30.0)
             stop.wait(backoff or interval)
         _ship(shipper)
-        _publish(shipper, status)
     finally:
+        heartbeat.join()
+        _publish(shipper, status)
         sink.close()
+
+
+def is_stale(status: dict[str, object] | None, since: float, now: float) -> bool:
+    """True when the shipper has not reported for STALE_SECONDS, counted from `since` at the
+    earliest (a worker's start: a status file left by an earlier run says nothing)."""
+    updated = status.get("updated") if status else None
+    last = max(float(updated), since) if isinstance(updated, (int, float)) else since
+    return now - last > STALE_SECONDS
+
+
+def _heartbeat(shipper: SegmentShipper, path: Path, stop: threading.Event) -> None:
+    while not stop.wait(HEARTBEAT_SECONDS):
+        _publish(shipper, path)
 
 
 def _ship(shipper: SegmentShipper) -> bool:

@@ -189,8 +189,8 @@ class SegmentShipper:
             self.backlog_segments, self.backlog_bytes, self.backlog_age = spool_usage(self.dir)
 
     def status(self) -> dict[str, Any]:
-        return {"shipped_rows": self.shipped_rows, "failures": self.failures, "last_error": self.last_error,
-                "torn_segments": self.torn_segments, "updated": time.time()}
+        return {"pid": os.getpid(), "shipped_rows": self.shipped_rows, "failures": self.failures,
+                "last_error": self.last_error, "torn_segments": self.torn_segments, "updated": time.time()}
 
     def write_status(self, path: Path) -> None:
         """Publish the counters for the workers' metrics and /ready (atomic replace)."""
@@ -315,6 +315,12 @@ class Spool:
         self._tasks.append(loop.create_task(self._tick(), name="spool-tick"))
         if self.ship_in_background:
             self._tasks.append(loop.create_task(self._ship_loop(), name="spool-ship"))
+
+    def start_shipping(self) -> None:
+        """Ship from this worker from now on (the fallback when the shipper process is gone)."""
+        if not self.ship_in_background and not self._closing:
+            self.ship_in_background = True
+            self._tasks.append(asyncio.get_running_loop().create_task(self._ship_loop(), name="spool-ship"))
 
     async def _tick(self) -> None:
         """fsync on the interval; close a segment once it is old enough to ship."""

@@ -201,6 +201,22 @@ def test_events_reach_the_sink_while_running(start_gateway: Callable[..., Gatewa
     assert len(gw.rows()) == 30
 
 
+def test_workers_ship_themselves_when_the_shipper_process_dies(start_gateway: Callable[..., Gateway]) -> None:
+    from gateway.shipper import STALE_SECONDS
+
+    gw = start_gateway()
+    status = gw.data_dir / "state" / "shipper.json"
+    shipper_pid = json.loads(status.read_text())["pid"]
+    assert shipper_pid != gw.proc.pid
+    os.kill(shipper_pid, signal.SIGKILL)
+    for i in range(5):
+        assert gw.post(pageview(f"/after-kill-{i}")).status_code == 202
+    # Nobody ships until the workers notice the missing heartbeat; then they take over.
+    assert len(gw.wait_rows(5, timeout=STALE_SECONDS + 10)) == 5
+    assert "the shipper process has not reported" in gw.log()
+    assert gw.proc.poll() is None  # the server kept serving throughout
+
+
 def test_sigint_also_flushes(start_gateway: Callable[..., Gateway]) -> None:
     gw = start_gateway(flush_interval=600, batch_size=100_000)
     for i in range(20):

@@ -137,3 +137,18 @@ def test_two_spools_never_ship_the_same_segment(tmp_path: Path) -> None:
     a.ship_ready()
     b.ship_ready()
     assert sorted(a_sink.rows + b_sink.rows) == sorted(rows(20))
+
+
+def test_shipper_heartbeat_staleness_counts_from_the_workers_start() -> None:
+    from gateway.shipper import STALE_SECONDS, is_stale
+
+    now = 1_000_000.0
+    fresh = {"updated": now - 1}
+    old = {"updated": now - STALE_SECONDS - 1}
+    assert not is_stale(fresh, since=now - 100, now=now)
+    assert is_stale(old, since=now - 100, now=now)
+    # A file left by an earlier run (or none yet) is not held against a worker that just started.
+    assert not is_stale(old, since=now - 1, now=now)
+    assert not is_stale(None, since=now - 1, now=now)
+    assert is_stale(None, since=now - STALE_SECONDS - 1, now=now)
+    assert is_stale({"updated": "junk"}, since=now - STALE_SECONDS - 1, now=now)
