@@ -15,9 +15,9 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
+from functools import lru_cache
+from typing import Any, NamedTuple
 from urllib.parse import SplitResult, unquote_plus, urlsplit
 
 import orjson
@@ -152,10 +152,10 @@ def parse_event(obj: dict[str, Any]) -> list[Event] | Errors:
         _add(errors, "url", _BAD_URL)
     else:
         fields = _url_fields(url, hash_mode) if len(url) <= _MAX_CACHED_URL else _url_fields_uncached(url, hash_mode)
-        if isinstance(fields, tuple):
-            url_text, hostname, pathname, tags = fields
+        if isinstance(fields, UrlError):
+            _add(errors, fields.key, fields.message)
         else:
-            _add(errors, *fields.split(":", 1))  # type: ignore[arg-type]
+            url_text, hostname, pathname, tags = fields
 
     ref = _pick(obj, "r", "referrer")
     referrer = _cut_graphemes(ref, MAX_REFERRER_CHARS) if isinstance(ref, str) else None
@@ -210,28 +210,35 @@ def parse_event(obj: dict[str, Any]) -> list[Event] | Errors:
     return [first, *(replace(first, domain=d) for d in domains[1:])]
 
 
-# URL → (url, hostname, pathname, query tags), or "field:message". A pure function of the URL and
-# the hash mode, kept in a bounded cache: the same page URLs come back request after request.
+# URL → (url, hostname, pathname, query tags), or what is wrong with it. A pure function of the
+# URL and the hash mode, kept in a bounded cache: the same page URLs come back again and again.
 _MAX_CACHED_URL = 1024
 _NO_TAGS: tuple[str | None, ...] = (None,) * 6
-UrlFields = tuple[str, str, str, tuple[str | None, ...]] | str
+
+
+class UrlError(NamedTuple):
+    key: str
+    message: str
+
+
+UrlFields = tuple[str, str, str, tuple[str | None, ...]] | UrlError
 
 
 def _url_fields_uncached(url: str, hash_mode: bool) -> UrlFields:
     if _over_bytes(url, MAX_URL_BYTES):
-        return "url:" + _BAD_URL
+        return UrlError("url", _BAD_URL)
     try:
         parts = urlsplit(url)
     except ValueError:  # e.g. an unclosed "[" in the host
-        return "url:" + _BAD_URL
+        return UrlError("url", _BAD_URL)
     if parts.scheme == "data":
-        return "url:" + _BAD_SCHEME
+        return UrlError("url", _BAD_SCHEME)
     hostname = "(none)"
     host = parts.hostname  # already lower-cased by urlsplit
     if host:
         hostname = _strip_www(host.strip())
         if not hostname:  # nothing left, e.g. the host was just "www."
-            return "hostname:" + _BLANK
+            return UrlError("hostname", _BLANK)
     pathname = _pathname(parts, hash_mode and "#" in url)
     if not parts.query:
         return url, hostname, pathname, _NO_TAGS
