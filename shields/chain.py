@@ -81,7 +81,6 @@ def default_chain(
 
 class _Step(NamedTuple):
     check: Callable[[Event, ClientContext, SiteConfig], Verdict | None]
-    reason: str
     ip_based: bool
     report_only: bool  # the site lists this reason under report_only
 
@@ -101,7 +100,7 @@ def _plan(chain: Sequence[Shield], site: SiteConfig) -> tuple[tuple[_Step, ...],
         applies = getattr(shield, "applies", None)
         if applies is not None and not applies(site):
             continue
-        steps.append(_Step(shield.check, reason, getattr(shield, "ip_based", False), reason in rules.report_only))
+        steps.append(_Step(shield.check, getattr(shield, "ip_based", False), reason in rules.report_only))
     return tuple(steps), bool(compiled_rules(site).ip_allow)
 
 
@@ -109,7 +108,7 @@ def _run(steps: tuple[_Step, ...], has_allowlist: bool, event: Event, client: Cl
          site: SiteConfig) -> ChainResult:
     would: list[Verdict] = []
     allowlisted: bool | None = None if has_allowlist else False  # looked up once, if needed
-    for check, _reason, ip_based, report_only in steps:
+    for check, ip_based, report_only in steps:
         if ip_based:
             if allowlisted is None:
                 allowlisted = ip_allowlisted(client, site)

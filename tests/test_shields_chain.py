@@ -141,6 +141,23 @@ def test_shield_chain_is_the_pipeline_callable(chain: tuple) -> None:
     assert dropped is not None and dropped.reason is DropReason.BOT and would == ()
 
 
+def test_shield_chain_plans_per_site_object_and_follows_a_reloaded_site(chain: tuple) -> None:
+    # ShieldChain keeps one plan per site object; a reload builds new objects and so new plans.
+    runner = ShieldChain(chain)
+    cases = [
+        (site(disabled=["bot"]), client(ua="curl/8"), event(), None),
+        (site(), client(ua="curl/8"), event(), "bot"),
+        (site(page_blocklist=["/admin"]), client(), event(pathname="/admin"), "site_page_blocklist"),
+        (site(), client(), event(pathname="/admin"), None),
+        (site(country_blocklist=["DE"]), client(country_code="DE"), event(), "site_country_blocklist"),
+        (site(ip_allowlist=["203.0.113.0/24"]), client("203.0.113.1"), event(), None),
+        (site(), client("203.0.113.1"), event(), "dc_ip"),
+    ]
+    for _ in range(2):  # the second time round every plan comes from the cache
+        for s, c, e, expected in cases:
+            assert reason(runner(e, c, s)) == expected == reason(run_chain(chain, e, c, s))
+
+
 def test_explain_lists_every_shield_with_its_outcome(chain: tuple) -> None:
     s = site(ip_allowlist=["203.0.113.5"], disabled=["threat_ip"], report_only=["site_page_blocklist"],
              page_blocklist=["/admin"])
