@@ -127,11 +127,25 @@ def gateway_extra(tmp: Path) -> str:
     return f'[geo]\ndatabase = "{geo_db}"\n{geo_v6}' + lists
 
 
-def fetch_lists(cfg: Path, env: dict[str, str]) -> None:
-    """`edge-gateway lists update` for a benchmark gateway file (a no-op without [lists])."""
-    if "[lists]" in cfg.read_text():
+def setup(prefix: str) -> tuple[Path, Path, dict[str, str]]:
+    """A scratch folder, the wrk script of the bench mix in it, and the servers' environment."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    lua = tmp / "mix.lua"
+    lua.write_text(mix.wrk_lua())
+    return tmp, lua, {**os.environ, "PYTHONPATH": str(ROOT), "GATEWAY_LOG_LEVEL": "WARNING"}
+
+
+def gateway_config(base: Path, workers: int, extra: str, env: dict[str, str]) -> Path:
+    """A benchmark gateway file (one site, loopback trusted as a proxy), its lists fetched."""
+    cfg = write_config(base, workers=workers, batch_size=5000, flush_interval=1.0, extra=extra)
+    if "[lists]" in extra:
         subprocess.run([sys.executable, "-m", "gateway.cli", "lists", "update", "--config", str(cfg)],
                        cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+    return cfg
+
+
+def serve_command(cfg: Path, port: int) -> list[str]:
+    return [sys.executable, "-m", "gateway.cli", "serve", "--config", str(cfg), "--port", str(port)]
 
 
 def main() -> int:
@@ -148,11 +162,7 @@ def main() -> int:
         print("wrk is not installed (Debian package 'wrk'): make bench installs it", file=sys.stderr)
         return 2
 
-    tmp = Path(tempfile.mkdtemp(prefix="gw-bench-"))
-    lua = tmp / "mix.lua"
-    lua.write_text(mix.wrk_lua())
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "GATEWAY_LOG_LEVEL": "WARNING"}
-
+    tmp, lua, env = setup("gw-bench-")
     extra = gateway_extra(tmp)
 
     bare_cmd = [sys.executable, str(ROOT / "bench" / "bare_app.py")]
@@ -169,13 +179,10 @@ def main() -> int:
         port = free_port()
         start("parse only", [*bare_cmd, str(port), str(args.workers), "parse"], f"http://127.0.0.1:{port}")
         variants = {"gateway": extra, "memory buffer": extra + '[spool]\nmode = "memory"\n'}
-        for name, extra in variants.items():
-            cfg = write_config(tmp / name.replace(" ", "-"), workers=args.workers, batch_size=5000,
-                               flush_interval=1.0, extra=extra)
-            fetch_lists(cfg, env)
+        for name, more in variants.items():
+            cfg = gateway_config(tmp / name.replace(" ", "-"), args.workers, more, env)
             port = free_port()
-            start(name, [sys.executable, "-m", "gateway.cli", "serve", "--config", str(cfg), "--port", str(port)],
-                  f"http://127.0.0.1:{port}")
+            start(name, serve_command(cfg, port), f"http://127.0.0.1:{port}")
         for name, (proc, base) in procs.items():
             _wait(base + ("/ready" if name in variants else "/health"), proc)
             run_wrk(base, lua, 2, args.connections)  # warm caches, as in steady state

@@ -11,21 +11,18 @@ from __future__ import annotations
 
 import argparse
 import collections
-import os
 import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "tests")]
 
-import mix  # noqa: E402
-from bench_gateway import _stop, _wait, fetch_lists, gateway_extra  # noqa: E402
-from gatewayproc import free_port, write_config  # noqa: E402
+from bench_gateway import _stop, _wait, gateway_config, gateway_extra, serve_command, setup  # noqa: E402
+from gatewayproc import free_port  # noqa: E402
 
 
 def busiest_child(pid: int) -> int:
@@ -66,17 +63,12 @@ def main() -> int:
     if shutil.which("wrk") is None or not Path(py_spy).exists():
         print("needs wrk (Debian) and py-spy (pip install -e '.[load]'); make profile installs both", file=sys.stderr)
         return 2
-    tmp = Path(tempfile.mkdtemp(prefix="gw-profile-"))
-    lua = tmp / "mix.lua"
-    lua.write_text(mix.wrk_lua())
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "GATEWAY_LOG_LEVEL": "WARNING"}
-    cfg = write_config(tmp / "gw", workers=1, batch_size=5000, flush_interval=1.0, extra=gateway_extra(tmp))
-    fetch_lists(cfg, env)
+    tmp, lua, env = setup("gw-profile-")
+    cfg = gateway_config(tmp / "gw", 1, gateway_extra(tmp), env)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    gw = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--config", str(cfg), "--port", str(port)],
-                          cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                          start_new_session=True)
+    gw = subprocess.Popen(serve_command(cfg, port), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL, start_new_session=True)
     raw = tmp / "profile.txt"
     try:
         _wait(f"{url}/ready", gw)
