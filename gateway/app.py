@@ -33,7 +33,7 @@ from gateway.limits import LocalRateLimiter, VelocityTable
 from gateway.salts import FileSaltStore, SaltStore
 from gateway.shared_redis import open_shared
 from gateway.sinks import open_sink
-from gateway.shipper import STALE_SECONDS, is_stale, run_shipper, status_path
+from gateway.shipper import STALE_SECONDS, is_stale, status_path
 from gateway.spool import MemoryBuffer, Spool, read_status
 from shields.model import ClientContext, SiteConfig
 
@@ -253,11 +253,6 @@ def create_app(config_path: str) -> Sanic:
     app.config.REQUEST_TIMEOUT = 10
     app.config.KEEP_ALIVE_TIMEOUT = 30
     max_batch = config.limits.max_batch_events
-
-    if config.spool.mode == "disk" and config.spool.shipper == "process":
-        @app.main_process_ready
-        async def _shipper(app: Sanic) -> None:
-            app.manager.manage("Shipper", run_shipper, {"config_path": config_path})
 
     @app.before_server_start
     async def _start(app: Sanic) -> None:

@@ -88,8 +88,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app = loader.load()
     app.prepare(host=host, port=port, workers=workers, access_log=False, motd=False,
                 single_process=False)
+    shipper = None
+    if config.spool.mode == "disk" and config.spool.shipper == "process":
+        from gateway import shipper as shipper_process
+
+        shipper = shipper_process.start(config_path)
     log.info("serving on http://%s:%d with %d worker(s), data in %s", host, port, workers, config.data_dir)
-    Sanic.serve(primary=app, app_loader=loader)
+    try:
+        Sanic.serve(primary=app, app_loader=loader)
+    finally:
+        if shipper is not None:
+            shipper_process.stop(shipper)  # after the workers: they ship their last segments first
     return 0
 
 

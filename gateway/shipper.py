@@ -1,8 +1,11 @@
 """The shipper process: moves closed spool segments from every worker to the sink.
 
-Sanic's worker manager starts it next to the HTTP workers (`create_app` registers it) when the
-spool is durable. Shipping here, not in a thread of each worker, keeps segment decoding and the
-sink client off the workers' event loops and their GIL: a worker only appends and rotates.
+`edge-gateway serve` starts it (`python -m gateway.shipper CONFIG`) before the HTTP workers
+when the spool is durable, and stops it after them. It is not one of Sanic's managed processes:
+Sanic's main process polls a shared state dict for each of those, and a stop signal arriving
+during such a poll can corrupt it (the main process then exits 1 instead of 0). Shipping here,
+not in a thread of each worker, keeps segment decoding and the sink client off the workers'
+event loops and their GIL: a worker only appends and rotates.
 
 The loop looks for ready segments every half segment period and backs off while the sink
 fails. A heartbeat thread publishes the counters to `<data_dir>/state/shipper.json` every
@@ -17,10 +20,12 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
-from gateway.spool import SegmentShipper
+from gateway.spool import SegmentShipper, next_backoff
 
 log = logging.getLogger("gateway.shipper")
 
@@ -31,6 +36,23 @@ STALE_SECONDS = 10.0  # no heartbeat for this long: the workers ship themselves
 
 def status_path(data_dir: Path) -> Path:
     return data_dir / "state" / STATUS_FILE
+
+
+def start(config_path: str) -> subprocess.Popen[bytes]:
+    """Start the shipper process for a gateway file (logs go where the gateway's go)."""
+    return subprocess.Popen([sys.executable, "-m", "gateway.shipper", config_path])
+
+
+def stop(proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    """Ask the shipper to ship what is ready and exit; kill it if it does not in `timeout`."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        log.error("shipper did not stop within %.0f s: killed; its segments are replayed at next start", timeout)
+        proc.kill()
+        proc.wait()
 
 
 def run_shipper(config_path: str) -> None:
@@ -48,16 +70,18 @@ def run_shipper(config_path: str) -> None:
     shipper = SegmentShipper(config.data_dir / "spool", sink, batch_rows=config.sink.batch_size)
     status = status_path(config.data_dir)
     status.parent.mkdir(parents=True, exist_ok=True)
-    interval = max(0.02, config.sink.flush_interval / 2)
+    # Half a segment period, at most a second (also the latency of a stop request).
+    interval = min(max(0.02, config.sink.flush_interval / 2), 1.0)
     backoff = 0.0
     _publish(shipper, status)
-    heartbeat = threading.Thread(target=_heartbeat, args=(shipper, status, stop), name="heartbeat", daemon=True)
+    heartbeat = threading.Thread(target=_heartbeat, args=(shipper, status, stop, os.getppid()),
+                                 name="heartbeat", daemon=True)
     heartbeat.start()
     log.info("shipper started for %s", shipper.dir)
     try:
         while not stop.is_set():
             ok = _ship(shipper)
-            backoff = 0.0 if ok else min(max(backoff * 2, 0.5), 30.0)
+            backoff = next_backoff(backoff, ok)
             stop.wait(backoff or interval)
         _ship(shipper)
     finally:
@@ -74,8 +98,12 @@ def is_stale(status: dict[str, object] | None, since: float, now: float) -> bool
     return now - last > STALE_SECONDS
 
 
-def _heartbeat(shipper: SegmentShipper, path: Path, stop: threading.Event) -> None:
+def _heartbeat(shipper: SegmentShipper, path: Path, stop: threading.Event, parent: int) -> None:
     while not stop.wait(HEARTBEAT_SECONDS):
+        if os.getppid() != parent:
+            log.warning("the gateway process is gone: the shipper stops")
+            stop.set()
+            return
         _publish(shipper, path)
 
 
@@ -92,3 +120,7 @@ def _publish(shipper: SegmentShipper, path: Path) -> None:
         shipper.write_status(path)
     except OSError as exc:
         log.warning("could not write %s: %s", path, exc)
+
+
+if __name__ == "__main__":
+    run_shipper(sys.argv[1])

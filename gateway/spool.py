@@ -103,6 +103,12 @@ def recover(spool_dir: Path) -> int:
     return n
 
 
+def next_backoff(backoff: float, ok: bool) -> float:
+    """Seconds to wait before the next sink attempt: none after a success, then 0.5 s doubling
+    up to 30 s while the sink keeps failing. One schedule for every shipper and buffer."""
+    return 0.0 if ok else min(max(backoff * 2, 0.5), 30.0)
+
+
 def iter_ready(spool_dir: Path) -> Iterator[Path]:
     yield from sorted(spool_dir.glob("*.ready"), key=lambda p: _seq_of(p.name))
 
@@ -344,7 +350,7 @@ class Spool:
             if self._closing:
                 break
             ok = await loop.run_in_executor(self._executor, self.ship_ready)
-            backoff = 0.0 if ok else min(max(backoff * 2, 0.5), 30.0)
+            backoff = next_backoff(backoff, ok)
 
     @property
     def shipped_rows(self) -> int:
@@ -477,7 +483,7 @@ class MemoryBuffer:
                 pass
             self._wake.clear()
             ok = await self._flush()
-            backoff = 0.0 if ok else min(max(backoff * 2, 0.5), 30.0)
+            backoff = next_backoff(backoff, ok)
 
     async def close(self, *, attempts: int = 5) -> bool:
         self._closing = True

@@ -217,6 +217,22 @@ def test_workers_ship_themselves_when_the_shipper_process_dies(start_gateway: Ca
     assert gw.proc.poll() is None  # the server kept serving throughout
 
 
+def test_shipper_exits_when_the_gateway_process_is_killed(start_gateway: Callable[..., Gateway]) -> None:
+    gw = start_gateway()
+    shipper_pid = json.loads((gw.data_dir / "state" / "shipper.json").read_text())["pid"]
+    os.kill(gw.proc.pid, signal.SIGKILL)  # the main process only: no chance to stop the shipper
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(shipper_pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("the shipper outlived the gateway process")
+    assert "the gateway process is gone: the shipper stops" in gw.log()
+
+
 def test_sigint_also_flushes(start_gateway: Callable[..., Gateway]) -> None:
     gw = start_gateway(flush_interval=600, batch_size=100_000)
     for i in range(20):
