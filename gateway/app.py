@@ -273,10 +273,14 @@ def create_app(config_path: str) -> Sanic:
         if result.error is not None:  # the body as a whole is unusable
             state.metrics.responses[400] += 1
             return _json({"errors": result.error}, 400, _CORS)
-        events = [e for item in result.items for e in item.events]
-        if not result.is_batch and result.items[0].errors:
-            state.metrics.responses[400] += 1
-            return _json({"errors": result.items[0].errors}, 400, _CORS)
+        if result.is_batch:
+            events = [e for item in result.items for e in item.events]
+        else:
+            item = result.items[0]
+            if item.errors:
+                state.metrics.responses[400] += 1
+                return _json({"errors": item.errors}, 400, _CORS)
+            events = item.events
         headers = request.headers
         ip, ip_type = state.resolver.resolve(request.ip, headers)
         location, asn = state.geo.locate(ip, ip_type)

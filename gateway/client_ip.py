@@ -50,15 +50,31 @@ def normalise(ip: IPAddress) -> IPAddress:
     return ip
 
 
+_MAX_CACHED_HOP = 80  # an address with port, brackets and some blanks is shorter
+_NO_HOP: tuple[IPAddress | None, bool] = (None, False)
+
+
 class ClientIPResolver:
     """Resolves (peer address, headers) to the client IP and the trusted IP-type header."""
 
-    __slots__ = ("_v4", "_v6", "is_trusted")
+    __slots__ = ("_hop", "_v4", "_v6", "is_trusted")
 
     def __init__(self, trusted_proxies: Sequence[Network]) -> None:
         self._v4 = tuple(n for n in trusted_proxies if n.version == 4)
         self._v6 = tuple(n for n in trusted_proxies if n.version == 6)
         self.is_trusted = lru_cache(maxsize=4096)(self._is_trusted)
+        # Header text → (address, trusted), keyed by the text itself: hashing a short string is
+        # far cheaper than hashing an address object, and the same hops come back all the time.
+        self._hop = lru_cache(maxsize=32768)(self._read_hop)
+
+    def _read_hop(self, text: str) -> tuple[IPAddress | None, bool]:
+        ip = parse_ip(text)
+        return ip, self._is_trusted(ip)
+
+    def _hop_of(self, text: str) -> tuple[IPAddress | None, bool]:
+        if len(text) > _MAX_CACHED_HOP:  # never an address: not worth a cache entry
+            return self._read_hop(text)
+        return self._hop(text)  # type: ignore[no-any-return]
 
     def _is_trusted(self, ip: IPAddress | None) -> bool:
         if ip is None:
@@ -71,8 +87,8 @@ class ClientIPResolver:
 
     def resolve(self, peer: str, headers: Mapping[str, str]) -> tuple[IPAddress | None, str | None]:
         """Return (client ip, ip type). `headers` must have lower-case keys (Sanic's do)."""
-        peer_ip = parse_ip(peer) if peer else None
-        if not self.is_trusted(peer_ip):
+        peer_ip, trusted = self._hop_of(peer) if peer else _NO_HOP
+        if not trusted:
             return peer_ip, None
         ip_type = headers.get("x-plausible-ip-type")
         if ip_type is not None:
@@ -83,11 +99,11 @@ class ClientIPResolver:
         if xff:
             client = peer_ip
             for hop in reversed(xff.split(",")):
-                ip = parse_ip(hop)
+                ip, trusted = self._hop_of(hop)
                 if ip is None:
                     break  # a hop we cannot read: trust nothing to its left
                 client = ip
-                if not self.is_trusted(ip):
+                if not trusted:
                     return ip, ip_type
             return client, ip_type
         for name in ("cf-connecting-ip", "x-real-ip"):

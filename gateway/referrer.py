@@ -49,6 +49,9 @@ ANDROID_APP: Final = "android-app"
 _URI = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):(?://([^/?#]*))?([^?#]*)", re.DOTALL)
 _IPV4 = re.compile(r"[0-9.]+\Z")
 _MAX_CACHED_HOST: Final = 253  # the longest DNS name; longer "hosts" are looked up uncached
+# Whole answers are cached when the referrer and tags together are at most this long, which
+# bounds the cache's memory (the usual referrer is far shorter).
+_MAX_CACHED_INPUT: Final = 512
 
 _CLICK_ID_MEDIUM: Final[dict[tuple[str, str], str]] = {
     ("Google", "gclid"): "(gclid)",
@@ -226,7 +229,7 @@ class KnownSources:
 class ReferrerClassifier:
     """Event → `ReferrerInfo`. Build once at start-up (the public suffix list takes ~0.2 s to load)."""
 
-    __slots__ = ("_cached", "_icann", "_psl", "_sources")
+    __slots__ = ("_cached", "_classified", "_icann", "_psl", "_sources")
 
     def __init__(self, sources: KnownSources | None = None, *, cache_size: int = 10000) -> None:
         if cache_size < 0:
@@ -237,6 +240,9 @@ class ReferrerClassifier:
         self._psl = PublicSuffixList()
         self._icann = PublicSuffixList(only_icann=True)
         self._cached = functools.lru_cache(maxsize=cache_size)(self._host_source) if cache_size else None
+        # A pure function of five event fields, and the same referrers and tags repeat: one
+        # lookup instead of parsing the referrer for every event.
+        self._classified = functools.lru_cache(maxsize=cache_size)(self._classify) if cache_size else None
 
     @property
     def sources(self) -> KnownSources:
@@ -244,9 +250,17 @@ class ReferrerClassifier:
 
     def classify(self, event: Event) -> ReferrerInfo:
         """The referrer, referrer_source and utm_medium columns for `event`. Never raises."""
-        parsed = parse_referrer(event.referrer, event.hostname)
-        if event.utm_source is not None:
-            source = self._sources.canonical(event.utm_source)
+        referrer, source, medium = event.referrer, event.utm_source, event.utm_medium
+        cached = self._classified
+        if cached is not None and (len(referrer or "") + len(source or "") + len(medium or "")) <= _MAX_CACHED_INPUT:
+            return cached(referrer, event.hostname, source, medium, event.click_id_param)  # type: ignore[no-any-return]
+        return self._classify(referrer, event.hostname, source, medium, event.click_id_param)
+
+    def _classify(self, referrer: str | None, hostname: str, utm_source: str | None, utm_medium: str | None,
+                  click_id_param: str | None) -> ReferrerInfo:
+        parsed = parse_referrer(referrer, hostname)
+        if utm_source is not None:
+            source = self._sources.canonical(utm_source)
         elif parsed is not None:
             source = self.source_of(parsed)
         else:
@@ -254,7 +268,7 @@ class ReferrerClassifier:
         return ReferrerInfo(
             referrer=parsed.stored if parsed is not None else "",
             referrer_source=source,
-            utm_medium=infer_medium(event.utm_medium, source, event.click_id_param),
+            utm_medium=infer_medium(utm_medium, source, click_id_param),
         )
 
     def source_of(self, parsed: ParsedReferrer) -> str:
@@ -269,11 +283,13 @@ class ReferrerClassifier:
         return cached(host)
 
     def cache_info(self) -> tuple[int, int]:
-        """(entries, capacity) of the host-to-source cache."""
-        if self._cached is None:
-            return 0, 0
-        info = self._cached.cache_info()
-        return info.currsize, int(info.maxsize or 0)
+        """(entries, capacity) of the two caches together: host to source, and whole answers."""
+        entries = capacity = 0
+        for cache in (self._cached, self._classified):
+            if cache is not None:
+                info = cache.cache_info()
+                entries, capacity = entries + info.currsize, capacity + int(info.maxsize or 0)
+        return entries, capacity
 
     def _host_source(self, host: str) -> str:
         sources = self._sources

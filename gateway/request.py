@@ -113,7 +113,10 @@ def parse_body(raw: bytes, max_batch: int = 100) -> ParseResult:
     except orjson.JSONDecodeError:  # also invalid UTF-8, lone surrogates, NaN, nesting > 1024
         return ParseResult(error={"request": [_UNPARSABLE]})
     if isinstance(value, dict):
-        return ParseResult(items=[_item(0, value)])
+        parsed = parse_event(value)
+        if isinstance(parsed, dict):
+            return ParseResult(items=[ParsedItem(0, [], parsed)])
+        return ParseResult(items=[ParsedItem(0, parsed)])
     if isinstance(value, list):
         if not value:
             return ParseResult(error={"request": [_EMPTY_BATCH]}, is_batch=True)
@@ -138,10 +141,18 @@ def parse_event(obj: dict[str, Any]) -> list[Event] | Errors:
         return {"event": [_ITEM_NOT_OBJECT]}
     errors: Errors = {}
 
-    name = _event_name(_pick(obj, "n", "name"), errors)
-    hash_mode = _hash_mode(_pick(obj, "h", "hashMode"), errors)
+    # Each short key wins unless it is absent or null, then the long one counts. Unlike
+    # Plausible's `short || long`, `false` is a value, not a missing key. Written out rather
+    # than in a helper: this runs for every event.
+    get = obj.get
+    value = get("n")
+    name = _event_name(get("name") if value is None else value, errors)
+    value = get("h")
+    hash_mode = _hash_mode(get("hashMode") if value is None else value, errors)
 
-    url = _pick(obj, "u", "url")
+    url = get("u")
+    if url is None:
+        url = get("url")
     url_text = ""
     hostname = "(none)"
     pathname = "/"
@@ -157,7 +168,9 @@ def parse_event(obj: dict[str, Any]) -> list[Event] | Errors:
         else:
             url_text, hostname, pathname, tags = fields
 
-    ref = _pick(obj, "r", "referrer")
+    ref = get("r")
+    if ref is None:
+        ref = get("referrer")
     referrer = _cut_graphemes(ref, MAX_REFERRER_CHARS) if isinstance(ref, str) else None
 
     props = _props(_pick4(obj, "m", "meta", "p", "props"), name, pathname, errors)
@@ -169,13 +182,17 @@ def parse_event(obj: dict[str, Any]) -> list[Event] | Errors:
         if scroll_depth == UNKNOWN_SCROLL_DEPTH and engagement_time == 0:
             _add(errors, "event_name", _ENGAGEMENT)
 
-    revenue = _revenue(_pick(obj, "revenue", "$"))
+    value = get("revenue")
+    revenue = _revenue(get("$") if value is None else value)
 
     # Plausible reads `i || interactive`, which loses `"i": false`; here false counts.
-    interactive = _pick(obj, "i", "interactive")
-    version = obj.get("v")
+    interactive = get("i")
+    if interactive is None:
+        interactive = get("interactive")
+    version = get("v")
 
-    domains = _domains(_pick(obj, "d", "domain"), hostname, errors)
+    value = get("d")
+    domains = _domains(get("domain") if value is None else value, hostname, errors)
 
     if errors or name is None:
         return errors or {"event_name": [_BLANK]}
@@ -257,15 +274,6 @@ _url_fields = lru_cache(maxsize=8192)(_url_fields_uncached)
 
 
 # --- fields -------------------------------------------------------------------------------
-
-
-def _pick(obj: dict[str, Any], short: str, long: str) -> Any:
-    """The short key's value unless it is absent or null, else the long key's.
-
-    Unlike Plausible's `short || long`, `false` is a value, not a missing key.
-    """
-    value = obj.get(short)
-    return obj.get(long) if value is None else value
 
 
 def _pick4(obj: dict[str, Any], a: str, b: str, c: str, d: str) -> Any:
@@ -391,6 +399,12 @@ def _domains(value: Any, hostname: str, errors: Errors) -> list[str]:
     if not isinstance(value, str):
         if hostname and hostname != "(none)":
             return [hostname]
+        _add(errors, "domain", _BLANK)
+        return []
+    if "," not in value:  # the usual case: one domain
+        domain = _strip_www(value.strip().lower())
+        if domain:
+            return [domain]
         _add(errors, "domain", _BLANK)
         return []
     if value.count(",") >= _MAX_DOMAIN_PARTS:  # refuse before splitting a body full of commas

@@ -12,7 +12,7 @@ is logged once and the old data keeps serving. Writers must replace files with a
 under a live mapping.
 
 Each worker process has its own reader and notices the new file on its own within one interval.
-A reader is meant for one thread (Sanic workers run one event loop): the LRU is not locked.
+The cache is a `functools.lru_cache` per set of files, safe to use from several threads.
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from typing import Any
 
 import maxminddb
-from cachetools import LRUCache
 from maxminddb.errors import InvalidDatabaseError
 
 from .location import Location, location_from_record, merge_asn
@@ -52,7 +52,6 @@ log = logging.getLogger("geo")
 DEFAULT_CACHE_SIZE = 50_000
 DEFAULT_RELOAD_CHECK_SECONDS = 5.0
 
-_MISS: Any = object()
 _MAPPED_PREFIX = bytes(10) + b"\xff\xff"
 _inet_pton = socket.inet_pton
 _inet_ntop = socket.inet_ntop
@@ -113,9 +112,14 @@ class _Db:
 
 
 class _Routes:
-    """Everything one lookup reads, swapped as a single reference on reload."""
+    """Everything one lookup reads, swapped as a single reference on reload.
 
-    __slots__ = ("asn_v4", "asn_v6", "cache", "v4", "v6")
+    `find` takes a key: an IPv4 address as its integer, an IPv6 address as the complement of its
+    integer (`~n`, negative, so the two families never share a key), or a validated address
+    string. It raises on a corrupt record; `functools.lru_cache` keeps no answer then.
+    """
+
+    __slots__ = ("asn_v4", "asn_v6", "find", "v4", "v6")
 
     def __init__(self, main: _Db, main_v6: _Db | None, asn: _Db | None, cache_size: int) -> None:
         self.v4 = main.reader.get
@@ -126,9 +130,35 @@ class _Routes:
             self.v6 = main.reader.get if main.info.ip_version == 6 else None
         self.asn_v4 = asn.reader.get if asn is not None else None
         self.asn_v6 = asn.reader.get if asn is not None and asn.info.ip_version == 6 else None
-        # A new cache per swap: entries from the old files must not outlive them.
-        self.cache: LRUCache[Any, Location | None] | None = (
-            LRUCache(maxsize=cache_size) if cache_size > 0 else None)
+        # A new cache per swap: entries from the old files must not outlive them. Keyed by an
+        # integer or a short string, so a hit is one C-level dict probe.
+        find = _finder(self.v4, self.v6, self.asn_v4, self.asn_v6)
+        self.find: Callable[[int | str], Location | None] = lru_cache(maxsize=cache_size)(find) if cache_size > 0 else find
+
+
+Getter = Callable[[Any], Any] | None
+
+
+def _finder(v4: Getter, v6: Getter, asn_v4: Getter, asn_v6: Getter) -> Callable[[int | str], Location | None]:
+    # A closure, not a bound method: no reference cycle, so an old file is unmapped as soon as
+    # the last lookup holding its routes is done.
+    def find(key: int | str) -> Location | None:
+        if type(key) is int:
+            if key >= 0:
+                return _get(v4, asn_v4, IPv4Address(key))
+            return _get(v6, asn_v6, IPv6Address(~key))
+        if ":" in key:  # type: ignore[operator]
+            return _get(v6, asn_v6, key)
+        return _get(v4, asn_v4, key)
+
+    return find
+
+
+def _get(get: Getter, asn_get: Getter, ip: Any) -> Location | None:
+    location = location_from_record(get(ip)) if get is not None else None
+    if asn_get is not None and (location is None or location.asn is None):
+        location = merge_asn(location, asn_get(ip))
+    return location
 
 
 class GeoReader:
@@ -186,66 +216,30 @@ class GeoReader:
         """
         if self._next_check <= self._clock():
             self.check_for_updates()
-        routes = self._routes
-        cache = routes.cache
-        if cache is None:
-            return self._resolve(routes, ip)[0]
-        # Address objects are keyed by their packed bytes (cheaper to hash than the object);
-        # strings by themselves, so a hit skips parsing. bytes never equal str, so no clash.
-        if type(ip) is str:
-            key: Any = ip
-        elif isinstance(ip, (IPv4Address, IPv6Address)):
-            key = ip.packed
-        else:
-            return None
-        hit = cache.get(key, _MISS)
-        if hit is not _MISS:
-            return hit  # type: ignore[no-any-return]
-        location, valid = self._resolve(routes, ip)
-        if valid:
-            # Only well-formed addresses are cached, so junk input cannot evict real entries.
-            cache[key] = location
-        return location
-
-    def _resolve(self, routes: _Routes, ip: Any) -> tuple[Location | None, bool]:
+        find = self._routes.find
+        kind = type(ip)
         try:
-            if type(ip) is str:
+            if kind is IPv4Address:
+                return find(int(ip))
+            if kind is IPv6Address:
+                mapped = ip.ipv4_mapped  # type: ignore[union-attr]
+                return find(int(mapped)) if mapped is not None else find(~int(ip))
+            if kind is str:
                 # Validated with inet_pton (strict, ~0.2 µs) rather than ipaddress (~3 µs), and
                 # not left to the C extension, which accepts inet_aton forms such as "1.2.3" or
-                # "010.0.0.1" (octal) that are not addresses. The string itself is then passed on.
-                if ":" in ip:
-                    packed = _inet_pton(_AF_INET6, ip)
+                # "010.0.0.1" (octal) that are not addresses. Only valid text reaches the cache,
+                # so junk input cannot evict real entries.
+                if ":" in ip:  # type: ignore[operator]
+                    packed = _inet_pton(_AF_INET6, ip)  # type: ignore[arg-type]
                     if packed[:12] == _MAPPED_PREFIX:
-                        ip = _inet_ntop(_AF_INET, packed[12:])
-                        get, asn_get = routes.v4, routes.asn_v4
-                    else:
-                        get, asn_get = routes.v6, routes.asn_v6
+                        return find(_inet_ntop(_AF_INET, packed[12:]))
                 else:
-                    _inet_pton(_AF_INET, ip)
-                    get, asn_get = routes.v4, routes.asn_v4
-                return self._get(get, asn_get, ip), True
-            if type(ip) is IPv6Address:
-                mapped = ip.ipv4_mapped
-                if mapped is not None:
-                    ip = mapped
-            if type(ip) is IPv4Address:
-                get, asn_get = routes.v4, routes.asn_v4
-            elif type(ip) is IPv6Address:
-                get, asn_get = routes.v6, routes.asn_v6
-            else:
-                return None, False
-            return self._get(get, asn_get, ip), True
+                    _inet_pton(_AF_INET, ip)  # type: ignore[arg-type]
+                return find(ip)  # type: ignore[arg-type]
+            return None
         except (OSError, ValueError, TypeError, InvalidDatabaseError):
             # Bad input, or a corrupt record: geo is enrichment and must not fail a request.
-            return None, False
-
-    @staticmethod
-    def _get(get: Callable[[Any], Any] | None, asn_get: Callable[[Any], Any] | None,
-             ip: Any) -> Location | None:
-        location = location_from_record(get(ip)) if get is not None else None
-        if asn_get is not None and (location is None or location.asn is None):
-            location = merge_asn(location, asn_get(ip))
-        return location
+            return None
 
     def check_for_updates(self) -> bool:
         """Stat the files now and switch to any that were replaced. True if something changed.

@@ -104,6 +104,9 @@ def _plan(chain: Sequence[Shield], site: SiteConfig) -> tuple[tuple[_Step, ...],
     return tuple(steps), bool(compiled_rules(site).ip_allow)
 
 
+_PASSED = ChainResult(None, ())
+
+
 def _run(steps: tuple[_Step, ...], has_allowlist: bool, event: Event, client: ClientContext,
          site: SiteConfig) -> ChainResult:
     would: list[Verdict] = []
@@ -121,7 +124,7 @@ def _run(steps: tuple[_Step, ...], has_allowlist: bool, event: Event, client: Cl
             would.append(verdict if verdict.report_only else dataclasses.replace(verdict, report_only=True))
             continue
         return ChainResult(verdict, tuple(would))
-    return ChainResult(None, tuple(would))
+    return ChainResult(None, tuple(would)) if would else _PASSED
 
 
 def run_chain(chain: Sequence[Shield], event: Event, client: ClientContext, site: SiteConfig) -> ChainResult:

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import ipaddress
 from bisect import bisect_right
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,6 +36,12 @@ __all__ = [
 HOSTING_ASNS_FILE = Path(__file__).parent / "data" / "hosting_asns.txt"
 
 Interval = tuple[int, int]
+
+# Sets with more intervals than this remember the answer for recent addresses: the binary search
+# over a large list touches memory all over the list, while the same clients come back again and
+# again. Bounded per set; a reloaded list is a new set with a new memo.
+MEMO_MIN_INTERVALS = 64
+MEMO_SIZE = 16384
 
 
 def parse_network(text: str) -> tuple[int, Interval]:
@@ -96,6 +103,18 @@ def _parse_v4_fast(text: str) -> Interval | None:
     return first, first | host
 
 
+def _finder(starts: list[int], ends: list[int]) -> Callable[[int], bool]:
+    """Membership of an address (as an integer) in the merged intervals `starts`/`ends`."""
+
+    def find(value: int) -> bool:
+        i = bisect_right(starts, value) - 1
+        return i >= 0 and value <= ends[i]
+
+    if len(starts) > MEMO_MIN_INTERVALS:
+        return lru_cache(maxsize=MEMO_SIZE)(find)
+    return find
+
+
 def _merge(intervals: list[Interval]) -> tuple[list[int], list[int]]:
     intervals.sort()
     starts: list[int] = []
@@ -113,11 +132,13 @@ def _merge(intervals: list[Interval]) -> tuple[list[int], list[int]]:
 class IntervalSet:
     """An immutable set of IPv4 and IPv6 addresses held as sorted, merged intervals."""
 
-    __slots__ = ("_v4_starts", "_v4_ends", "_v6_starts", "_v6_ends", "invalid")
+    __slots__ = ("_v4_starts", "_v4_ends", "_v6_starts", "_v6_ends", "_find4", "_find6", "invalid")
 
     def __init__(self, v4: Iterable[Interval] = (), v6: Iterable[Interval] = (), invalid: int = 0) -> None:
         self._v4_starts, self._v4_ends = _merge(list(v4))
         self._v6_starts, self._v6_ends = _merge(list(v6))
+        self._find4 = _finder(self._v4_starts, self._v4_ends)
+        self._find6 = _finder(self._v6_starts, self._v6_ends)
         self.invalid = invalid  # lines skipped while parsing, for list validation and status
 
     @classmethod
@@ -163,19 +184,15 @@ class IntervalSet:
         return False
 
     def contains(self, ip: IPAddress) -> bool:
-        """Membership of a parsed address (the hot path: no parsing, one bisect)."""
+        """Membership of a parsed address (the hot path: no parsing, one bisect or a memo hit)."""
         if ip.version == 4:
-            starts, ends = self._v4_starts, self._v4_ends
-        else:
-            mapped = ip.ipv4_mapped
-            # ::ffff:a.b.c.d is the IPv4 client behind a dual-stack socket: IPv4 entries cover
-            # it, and so do IPv6 entries that contain it literally.
-            if mapped is not None and self.contains(mapped):
-                return True
-            starts, ends = self._v6_starts, self._v6_ends
-        value = int(ip)
-        i = bisect_right(starts, value) - 1
-        return i >= 0 and value <= ends[i]
+            return self._find4(int(ip))
+        mapped = ip.ipv4_mapped
+        # ::ffff:a.b.c.d is the IPv4 client behind a dual-stack socket: IPv4 entries cover
+        # it, and so do IPv6 entries that contain it literally.
+        if mapped is not None and self._find4(int(mapped)):
+            return True
+        return self._find6(int(ip))
 
     def __len__(self) -> int:
         """Number of merged intervals (not addresses)."""

@@ -266,7 +266,18 @@ def test_source_cache_is_bounded() -> None:
     c = ReferrerClassifier(cache_size=4)
     for i in range(50):
         assert c.classify(event(f"https://www.site{i}.org/")).referrer_source == f"site{i}.org"
-    assert c.cache_info() == (4, 4)
+    assert c.cache_info() == (8, 8)  # host cache and answer cache, 4 each
+
+
+def test_cached_answers_match_fresh_ones() -> None:
+    warm = ReferrerClassifier(cache_size=64)
+    cold = ReferrerClassifier(cache_size=0)
+    cases = [event("https://www.google.com/search?q=x"), event(None, utm_source="newsletter", utm_medium="email"),
+             event("https://t.co/abc", click_id_param="gclid"), event("https://www.google.com/", click_id_param="gclid"),
+             event("android-app://com.google.android.gm"), event("https://" + "a" * 600 + ".example/")]
+    for _ in range(2):
+        for e in cases:
+            assert warm.classify(e) == cold.classify(e)
 
 
 def test_zero_cache_size_still_classifies() -> None:

@@ -56,6 +56,27 @@ def test_ranges_merge_without_changing_membership(pairs: list, probe: ipaddress.
     assert s.contains(probe) is expected
 
 
+def test_large_sets_answer_the_same_from_their_memo() -> None:
+    """Sets big enough to remember recent answers give the oracle's answer on every repeat."""
+    import random
+
+    from shields.iplists import MEMO_MIN_INTERVALS
+
+    rnd = random.Random(5)
+    nets = [ipaddress.ip_network((rnd.getrandbits(32), rnd.randint(8, 28)), strict=False) for _ in range(300)]
+    nets += [ipaddress.ip_network((rnd.getrandbits(128), rnd.randint(16, 64)), strict=False) for _ in range(100)]
+    s = IntervalSet.from_lines(str(n) for n in nets)
+    assert len(s) > MEMO_MIN_INTERVALS
+    probes = [a for n in nets for a in (n.network_address, n.broadcast_address, n.broadcast_address + 1)]
+    probes += [ipaddress.IPv4Address(rnd.getrandbits(32)) for _ in range(300)]
+    probes += [ipaddress.IPv6Address((0xFFFF << 32) | int(n.network_address)) for n in nets if n.version == 4]
+    for _ in range(2):  # the second pass is answered from the memo
+        for addr in probes:
+            target = getattr(addr, "ipv4_mapped", None) or addr
+            expected = any(target.version == n.version and target in n for n in nets)
+            assert s.contains(addr) is expected, addr
+
+
 def test_parses_cidrs_addresses_ranges_comments_and_extra_fields() -> None:
     s = IntervalSet.from_lines(
         ["# comment", "", "10.0.0.0/8", "192.0.2.7\t5", "198.51.100.1-198.51.100.9", "2001:db8::/32 ; note", "junk"]
