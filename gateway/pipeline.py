@@ -12,11 +12,11 @@ Drops are values, not exceptions; every one is counted here, once, by site and r
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from random import getrandbits
 from typing import Any
 
 import orjson
@@ -179,10 +179,17 @@ class Pipeline:
     def _row(self, event: Event, site: SiteConfig, user_id: int, timestamp: str,
              client: ClientContext, loc: Location) -> tuple[Any, ...]:
         e = self._enrich(event, client)
-        keys = orjson.dumps([k for k, _ in event.props]).decode()
-        values = orjson.dumps([v for _, v in event.props]).decode()
+        props = event.props
+        if props:
+            keys = orjson.dumps([k for k, _ in props]).decode()
+            values = orjson.dumps([v for _, v in props]).decode()
+        else:
+            keys = values = "[]"
         return (
-            os.urandom(16).hex(),
+            # 128 random bits: unique in practice, and only used to collapse re-sent copies.
+            # The random module's generator is seeded from the OS and reseeded in a forked
+            # child; it is cheaper than a getrandom call per row.
+            "%032x" % getrandbits(128),
             timestamp,
             event.name,
             site.domain,
