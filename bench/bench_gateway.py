@@ -71,7 +71,11 @@ def _parse_wrk(out: str) -> dict[str, float]:
 def run_wrk(url: str, lua: Path, seconds: int, connections: int, delay_ms: float | None = None) -> dict[str, float]:
     if delay_ms is not None:
         paced = lua.with_name("paced.lua")
-        paced.write_text(lua.read_text() + f"\ndelay = function() return {delay_ms:.3f} end\n")
+        # wrk truncates a delay to whole milliseconds, which at ~8 ms per cycle would be 10 %
+        # off: draw floor or floor + 1 so that the mean is the fractional delay asked for.
+        base = int(delay_ms)
+        paced.write_text(lua.read_text() + f"\nlocal base, frac = {base}, {delay_ms - base:.4f}\n"
+                         "delay = function() if math.random() < frac then return base + 1 end return base end\n")
         lua = paced
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(lua), url]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
@@ -80,12 +84,34 @@ def run_wrk(url: str, lua: Path, seconds: int, connections: int, delay_ms: float
 
 def run_wrk_at(url: str, lua: Path, seconds: int, connections: int, rate: float) -> dict[str, float]:
     """About `rate` req/s: Debian's wrk has no fixed-rate mode (wrk2's), so each connection
-    pauses between requests. A connection's cycle is pause + response time, so a 3 s trial run
-    measures the response time at that load and the pause is set to make up the rest."""
-    delay = connections * 1000 / rate
-    trial = run_wrk(url, lua, 3, connections, delay)
-    response_ms = max(0.0, connections * 1000 / max(trial["rps"], 1.0) - delay)
-    return run_wrk(url, lua, seconds, connections, max(0.0, delay - response_ms))
+    pauses between requests. A connection's cycle is pause + response time, so 3 s trial runs
+    measure the response time at that load and the pause is set to make up the rest (twice:
+    the response time depends on the load)."""
+    cycle = connections * 1000 / rate
+    delay = cycle
+    for _ in range(2):
+        trial = run_wrk(url, lua, 3, connections, delay)
+        response_ms = max(0.0, connections * 1000 / max(trial["rps"], 1.0) - delay)
+        delay = max(0.0, cycle - response_ms)
+    return run_wrk(url, lua, seconds, connections, delay)
+
+
+def drain(base: str, timeout: float = 180) -> float:
+    """Wait until the gateway's spool has no segment waiting to be shipped; seconds waited.
+
+    Runs at full load leave a backlog that the shipper works off afterwards, on the cores the
+    worker and wrk use: a latency run started then would measure that catch-up, not the load."""
+    t0 = time.monotonic()
+    quiet = 0
+    while time.monotonic() - t0 < timeout:
+        try:
+            quiet = quiet + 1 if httpx.get(base + "/ready", timeout=5).json().get("spool_segments") == 0 else 0
+        except (httpx.HTTPError, ValueError):
+            quiet = 0
+        if quiet >= 3:
+            break
+        time.sleep(0.5)
+    return time.monotonic() - t0
 
 
 def memory_mb(pid: int) -> list[tuple[float, float]]:
@@ -203,6 +229,8 @@ def main() -> int:
             # Latency at 80 % of the measured throughput.
             rate = int(results["gateway"]["rps"] * 0.8)
             proc, base = procs["gateway"]
+            waited = drain(base)
+            print(f"spool backlog of the throughput runs shipped in {waited:.1f} s before the latency run")
             r = run_wrk_at(base, lua, args.seconds, args.connections, rate)
             mem = memory_mb(proc.pid) or [(0.0, 0.0)]
             r["rss"], r["anon"] = max(m[0] for m in mem), max(m[1] for m in mem)
