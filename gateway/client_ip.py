@@ -57,12 +57,11 @@ _NO_HOP: tuple[IPAddress | None, bool] = (None, False)
 class ClientIPResolver:
     """Resolves (peer address, headers) to the client IP and the trusted IP-type header."""
 
-    __slots__ = ("_hop", "_v4", "_v6", "is_trusted")
+    __slots__ = ("_hop", "_v4", "_v6")
 
     def __init__(self, trusted_proxies: Sequence[Network]) -> None:
         self._v4 = tuple(n for n in trusted_proxies if n.version == 4)
         self._v6 = tuple(n for n in trusted_proxies if n.version == 6)
-        self.is_trusted = lru_cache(maxsize=4096)(self._is_trusted)
         # Header text → (address, trusted), keyed by the text itself: hashing a short string is
         # far cheaper than hashing an address object, and the same hops come back all the time.
         self._hop = lru_cache(maxsize=32768)(self._read_hop)

@@ -111,37 +111,28 @@ class _Db:
                                  int(meta.build_epoch), int(meta.node_count))
 
 
-class _Routes:
+Getter = Callable[[Any], Any] | None
+Finder = Callable[[int | str], Location | None]
+
+
+def _finder(main: _Db, main_v6: _Db | None, asn: _Db | None, cache_size: int) -> Finder:
     """Everything one lookup reads, swapped as a single reference on reload.
 
-    `find` takes a key: an IPv4 address as its integer, an IPv6 address as the complement of its
-    integer (`~n`, negative, so the two families never share a key), or a validated address
-    string. It raises on a corrupt record; `functools.lru_cache` keeps no answer then.
+    The function takes a key: an IPv4 address as its integer, an IPv6 address as the
+    complement of its integer (`~n`, negative, so the two families never share a key), or a
+    validated address string. It raises on a corrupt record; `functools.lru_cache` keeps no
+    answer then. A closure, not a bound method: no reference cycle, so an old file is unmapped
+    as soon as the last lookup holding it is done.
     """
+    v4: Getter = main.reader.get
+    # A single IPv4-only file cannot answer IPv6; asking would raise, so route to nothing.
+    if main_v6 is not None:
+        v6: Getter = main_v6.reader.get
+    else:
+        v6 = main.reader.get if main.info.ip_version == 6 else None
+    asn_v4: Getter = asn.reader.get if asn is not None else None
+    asn_v6: Getter = asn.reader.get if asn is not None and asn.info.ip_version == 6 else None
 
-    __slots__ = ("asn_v4", "asn_v6", "find", "v4", "v6")
-
-    def __init__(self, main: _Db, main_v6: _Db | None, asn: _Db | None, cache_size: int) -> None:
-        self.v4 = main.reader.get
-        # A single IPv4-only file cannot answer IPv6; asking would raise, so route to nothing.
-        if main_v6 is not None:
-            self.v6: Callable[[Any], Any] | None = main_v6.reader.get
-        else:
-            self.v6 = main.reader.get if main.info.ip_version == 6 else None
-        self.asn_v4 = asn.reader.get if asn is not None else None
-        self.asn_v6 = asn.reader.get if asn is not None and asn.info.ip_version == 6 else None
-        # A new cache per swap: entries from the old files must not outlive them. Keyed by an
-        # integer or a short string, so a hit is one C-level dict probe.
-        find = _finder(self.v4, self.v6, self.asn_v4, self.asn_v6)
-        self.find: Callable[[int | str], Location | None] = lru_cache(maxsize=cache_size)(find) if cache_size > 0 else find
-
-
-Getter = Callable[[Any], Any] | None
-
-
-def _finder(v4: Getter, v6: Getter, asn_v4: Getter, asn_v6: Getter) -> Callable[[int | str], Location | None]:
-    # A closure, not a bound method: no reference cycle, so an old file is unmapped as soon as
-    # the last lookup holding its routes is done.
     def find(key: int | str) -> Location | None:
         if type(key) is int:
             if key >= 0:
@@ -151,7 +142,9 @@ def _finder(v4: Getter, v6: Getter, asn_v4: Getter, asn_v6: Getter) -> Callable[
             return _get(v6, asn_v6, key)
         return _get(v4, asn_v4, key)
 
-    return find
+    # A new cache per swap: entries from the old files must not outlive them. Keyed by an
+    # integer or a short string, so a hit is one C-level dict probe.
+    return lru_cache(maxsize=cache_size)(find) if cache_size > 0 else find
 
 
 def _get(get: Getter, asn_get: Getter, ip: Any) -> Location | None:
@@ -192,17 +185,17 @@ class GeoReader:
         self._interval = reload_check_seconds
         self._clock = clock
         self._reload_lock = threading.Lock()
-        self._routes = self._build_routes()
+        self._find = self._build_finder()
         # None or 0 turn the check off, as `[geo] reload_check_seconds = 0` does: checking on
         # every lookup would put a stat per request on the hot path.
         if reload_check_seconds is not None and reload_check_seconds <= 0:
             self._interval = None
         self._next_check = clock() + self._interval if self._interval is not None else float("inf")
 
-    def _build_routes(self) -> _Routes:
+    def _build_finder(self) -> Finder:
         main, main_v6, asn = self._dbs
         assert main is not None
-        return _Routes(main, main_v6, asn, self._cache_size)
+        return _finder(main, main_v6, asn, self._cache_size)
 
     @property
     def databases(self) -> tuple[DatabaseInfo, ...]:
@@ -216,7 +209,7 @@ class GeoReader:
         """
         if self._next_check <= self._clock():
             self.check_for_updates()
-        find = self._routes.find
+        find = self._find
         kind = type(ip)
         try:
             if kind is IPv4Address:
@@ -272,7 +265,7 @@ class GeoReader:
                 log.info("geo: now serving %s (%s, built %s)", path, fresh.info.database_type,
                          time.strftime("%Y-%m-%d", time.gmtime(fresh.info.build_epoch)))
             if changed:
-                self._routes = self._build_routes()
+                self._find = self._build_finder()
             return changed
         finally:
             self._reload_lock.release()
