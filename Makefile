@@ -11,7 +11,7 @@ TEST_DEBS := chromium clickhouse-server redis-server faketime
 # The HTTP load generator of the benchmarks.
 BENCH_DEBS := wrk
 
-.PHONY: run test venv test-venv load-venv debs bench-debs bench profile shields-eval geo-bench tracker clean loadtest
+.PHONY: run test venv test-venv load-venv debs bench-debs bench compare profile shields-eval geo-bench tracker clean loadtest
 
 $(VENV)/bin/activate:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -56,6 +56,10 @@ test: debs test-venv
 # Gateway vs bare Sanic, same workers, same run: make bench ARGS="--workers 2".
 bench: test-venv bench-debs
 	$(PY) bench/bench_gateway.py $(ARGS)
+
+# This work tree's gateway against another commit's, in one run: make compare ARGS="--against main".
+compare: test-venv bench-debs
+	$(PY) bench/compare.py $(ARGS)
 
 # Where a worker's time goes under load (py-spy): make profile ARGS="--seconds 20".
 profile: test-venv load-venv bench-debs
