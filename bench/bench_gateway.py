@@ -42,6 +42,17 @@ def _wait(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
     raise RuntimeError(f"{url} not ready")
 
 
+def start_server(cmd: list[str], env: dict[str, str], cwd: Path = ROOT) -> subprocess.Popen[bytes]:
+    """A server in its own session (so `_stop` can end its whole group), output discarded."""
+    return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+def bare_command(port: int, workers: int, parse: bool = False) -> list[str]:
+    """The bare Sanic reference (`bench/bare_app.py`), with the gateway's parser if `parse`."""
+    return [sys.executable, str(ROOT / "bench" / "bare_app.py"), str(port), str(workers), *(["parse"] if parse else [])]
+
+
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     proc.send_signal(signal.SIGTERM)
     try:
@@ -191,24 +202,21 @@ def main() -> int:
     tmp, lua, env = setup("gw-bench-")
     extra = gateway_extra(tmp)
 
-    bare_cmd = [sys.executable, str(ROOT / "bench" / "bare_app.py")]
     procs: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
 
-    def start(name: str, cmd: list[str], ready: str) -> None:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)
-        procs[name] = (proc, ready)
+    def start(name: str, cmd: list[str], port: int) -> None:
+        procs[name] = (start_server(cmd, env), f"http://127.0.0.1:{port}")
 
     try:
         port = free_port()
-        start("bare sanic", [*bare_cmd, str(port), str(args.workers)], f"http://127.0.0.1:{port}")
+        start("bare sanic", bare_command(port, args.workers), port)
         port = free_port()
-        start("parse only", [*bare_cmd, str(port), str(args.workers), "parse"], f"http://127.0.0.1:{port}")
+        start("parse only", bare_command(port, args.workers, parse=True), port)
         variants = {"gateway": extra, "memory buffer": extra + '[spool]\nmode = "memory"\n'}
         for name, more in variants.items():
             cfg = gateway_config(tmp / name.replace(" ", "-"), args.workers, more, env)
             port = free_port()
-            start(name, serve_command(cfg, port), f"http://127.0.0.1:{port}")
+            start(name, serve_command(cfg, port), port)
         for name, (proc, base) in procs.items():
             _wait(base + ("/ready" if name in variants else "/health"), proc)
             run_wrk(base, lua, 2, args.connections)  # warm caches, as in steady state

@@ -25,12 +25,14 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "tests")]
 from bench_gateway import (  # noqa: E402
     _stop,
     _wait,
+    bare_command,
     drain,
     gateway_config,
     gateway_extra,
     run_wrk,
     serve_command,
     setup,
+    start_server,
 )
 from gatewayproc import free_port  # noqa: E402
 
@@ -74,16 +76,12 @@ def main() -> int:
     procs: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
     try:
         port = free_port()
-        procs["bare sanic"] = (subprocess.Popen(
-            [sys.executable, str(ROOT / "bench" / "bare_app.py"), str(port), "1"], cwd=ROOT, env=env,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True), f"http://127.0.0.1:{port}")
+        procs["bare sanic"] = (start_server(bare_command(port, 1), env), f"http://127.0.0.1:{port}")
         for name, root in ((label, other), ("gateway, this tree", ROOT)):
             server_env = {**env, "PYTHONPATH": str(root)}
             cfg = gateway_config(tmp / name.replace(" ", "-").replace(",", ""), 1, extra, server_env)
             port = free_port()
-            procs[name] = (subprocess.Popen(
-                serve_command(cfg, port), cwd=root, env=server_env, stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL, start_new_session=True), f"http://127.0.0.1:{port}")
+            procs[name] = (start_server(serve_command(cfg, port), server_env, cwd=root), f"http://127.0.0.1:{port}")
         for name, (proc, base) in procs.items():
             _wait(base + ("/health" if name == "bare sanic" else "/ready"), proc)
             run_wrk(base, lua, 2, args.connections)  # warm caches

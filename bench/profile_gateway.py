@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "tests")]
 
-from bench_gateway import _stop, _wait, gateway_config, gateway_extra, serve_command, setup  # noqa: E402
+from bench_gateway import _stop, _wait, gateway_config, gateway_extra, serve_command, setup, start_server  # noqa: E402
 from gatewayproc import free_port  # noqa: E402
 
 
@@ -67,8 +67,7 @@ def main() -> int:
     cfg = gateway_config(tmp / "gw", 1, gateway_extra(tmp), env)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    gw = subprocess.Popen(serve_command(cfg, port), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL, start_new_session=True)
+    gw = start_server(serve_command(cfg, port), env)
     raw = tmp / "profile.txt"
     try:
         _wait(f"{url}/ready", gw)
