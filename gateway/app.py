@@ -252,7 +252,7 @@ def create_app(config_path: str) -> Sanic:
     app.config.MOTD = False
     app.config.REQUEST_TIMEOUT = 10
     app.config.KEEP_ALIVE_TIMEOUT = 30
-    max_batch = config.limits.max_batch_events
+    parse = parsing.BodyParser(config.limits.max_batch_events)
 
     @app.before_server_start
     async def _start(app: Sanic) -> None:
@@ -269,7 +269,7 @@ def create_app(config_path: str) -> Sanic:
     @app.post("/api/event")
     async def event(request: Request) -> HTTPResponse:
         state: WorkerState = request.app.ctx.state
-        result = parsing.parse_body(request.body or b"", max_batch=max_batch)
+        result = parse(request.body or b"")
         if result.error is not None:  # the body as a whole is unusable
             state.metrics.responses[400] += 1
             return _json({"errors": result.error}, 400, _CORS)

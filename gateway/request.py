@@ -7,7 +7,8 @@ JSON object into one `Event` per domain, or an errors dict such as `{"url": ["is
 
 Field names, aliases, limits and error messages follow Plausible's Events API. Where we
 differ on purpose, the comment at that spot says why; docs/event-api.md lists every
-difference. Pure functions, no I/O; one bounded cache (`_url_fields`): nothing grows with traffic.
+difference. Pure functions, no I/O, and bounded caches only (`_url_fields`, and the body memo
+of `BodyParser`): nothing grows with traffic.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ __all__ = [
     "MAX_REFERRER_CHARS",
     "MAX_URL_BYTES",
     "UNKNOWN_SCROLL_DEPTH",
+    "BodyParser",
     "ParseResult",
     "ParsedItem",
     "parse_body",
@@ -124,6 +126,37 @@ def parse_body(raw: bytes, max_batch: int = 100) -> ParseResult:
             return ParseResult(error={"request": [f"a batch holds at most {max_batch} events"]}, is_batch=True)
         return ParseResult(is_batch=True, items=[_item(i, v) for i, v in enumerate(value)])
     return ParseResult(error={"request": [_NOT_OBJECT]})
+
+
+# Bodies up to this size are remembered by `BodyParser`. The tracker's pageview body is the
+# same bytes for every visitor of a page who came the same way ({"n","v","u","d","r"}), so the
+# common bodies repeat; larger ones are rare and would crowd the memo.
+MAX_CACHED_BODY = 1024
+
+
+class BodyParser:
+    """`parse_body` with a bounded memo of recent bodies, keyed by their bytes.
+
+    The answer for a body is a pure function of its bytes, so a repeated body (the same page
+    view from another visitor) costs a dictionary lookup instead of a JSON decode and the field
+    checks. Results are shared between requests: the request path only reads them (events are
+    never modified after parsing; a fan-out copies with `replace`)."""
+
+    __slots__ = ("_cached", "_max_batch", "cache_info")
+
+    def __init__(self, max_batch: int = 100, cache_size: int = 4096) -> None:
+        self._max_batch = max_batch
+
+        def parse(raw: bytes) -> ParseResult:
+            return parse_body(raw, max_batch)
+
+        self._cached = lru_cache(maxsize=cache_size)(parse)
+        self.cache_info = self._cached.cache_info
+
+    def __call__(self, raw: bytes) -> ParseResult:
+        if type(raw) is bytes and len(raw) <= MAX_CACHED_BODY:
+            return self._cached(raw)
+        return parse_body(raw, self._max_batch)
 
 
 def _item(index: int, value: object) -> ParsedItem:

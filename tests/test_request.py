@@ -11,8 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.request import (
+    MAX_CACHED_BODY,
     MAX_DOMAINS,
     MAX_ENGAGEMENT_MS,
+    BodyParser,
     ParsedItem,
     ParseResult,
     parse_body,
@@ -96,6 +98,55 @@ def test_top_level_value_that_is_not_an_object_or_array_is_a_request_error(body:
 def test_body_is_json_whatever_it_looks_like_text_plain_or_bytes() -> None:
     assert parse_body(bytearray(raw(BASE))).items[0].events  # type: ignore[arg-type]
     assert parse_body(b"  \n" + raw(BASE) + b"\n").items[0].events
+
+
+# --- the request path's memo of bodies ----------------------------------------------------
+
+MEMO_BODIES = [
+    raw(BASE),
+    raw({**BASE, "r": "https://www.google.com/", "p": {"plan": "pro"}}),
+    raw({"n": "pageview", "d": "site.test"}),  # invalid: no url
+    raw([BASE, {**BASE, "d": "a.test,b.test"}, 5]),
+    raw([BASE] * 101),  # over the batch limit
+    b"{not json",
+    b"\xff",
+    b"42",
+]
+
+
+def test_the_memo_answers_what_the_parser_answers() -> None:
+    parse = BodyParser(max_batch=100)
+    for body in MEMO_BODIES * 2:
+        assert parse(body) == parse_body(body, 100), body
+    info = parse.cache_info()
+    small = sum(len(b) <= MAX_CACHED_BODY for b in MEMO_BODIES)
+    assert (info.hits, info.misses) == (small, small)
+
+
+def test_a_repeated_body_is_parsed_once_and_its_answer_shared() -> None:
+    parse = BodyParser()
+    first = parse(raw(BASE))
+    assert parse(bytes(raw(BASE))) is first
+    assert parse(raw({**BASE, "u": "https://site.test/other"})) is not first
+
+
+def test_large_or_unhashable_bodies_are_parsed_without_the_memo() -> None:
+    parse = BodyParser()
+    big = raw({**BASE, "p": {"k": "v" * MAX_CACHED_BODY}})
+    assert parse(big) == parse_body(big) and parse(big) is not parse(big)
+    assert parse(bytearray(raw(BASE))).items[0].events  # type: ignore[arg-type]
+    assert parse.cache_info().currsize == 0
+
+
+def test_the_memo_is_bounded() -> None:
+    parse = BodyParser(cache_size=8)
+    for i in range(50):
+        parse(raw({**BASE, "u": f"https://site.test/{i}"}))
+    assert parse.cache_info().currsize == 8
+
+
+def test_the_memo_keeps_the_batch_limit_it_was_made_with() -> None:
+    assert BodyParser(max_batch=2)(raw([BASE] * 3)).error == {"request": ["a batch holds at most 2 events"]}
 
 
 # --- batches ------------------------------------------------------------------------------
