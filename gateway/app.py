@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 from sanic import Request, Sanic
 from sanic.exceptions import NotFound, PayloadTooLarge, SanicException
+from sanic.helpers import has_message_body
 from sanic.response import HTTPResponse
 
 from gateway import request as parsing
@@ -55,8 +56,38 @@ _ONE_DROPPED = orjson.dumps({"accepted": 0, "dropped": 1})
 TRACKER_SCRIPT = Path(__file__).resolve().parent.parent / "tracker_js" / "dist" / "script.js"
 
 
+# Encoded header lines per distinct set of response headers. The gateway answers with a handful
+# of header sets (the 202s differ only in content-length and keep-alive), and Sanic otherwise
+# cleans and encodes every header of every response again. Bounded: past the limit, unusual
+# sets (a 429's retry-after, an error body's length) are encoded as usual, not remembered.
+_HEADER_LINES: dict[tuple[tuple[str, Any], ...], tuple[tuple[bytes, bytes], ...]] = {}
+_MAX_HEADER_SETS = 256
+
+
+class Response(HTTPResponse):
+    """Sanic's `HTTPResponse`, with the encoded header lines remembered per header set."""
+
+    __slots__ = ()
+
+    @property
+    def processed_headers(self) -> Any:
+        # Called once, by Sanic, after it has set content-length, connection and alt-svc.
+        if has_message_body(self.status):
+            self.headers.setdefault("content-type", self.content_type)
+        key = (*self.headers.items(),)
+        try:
+            return _HEADER_LINES[key]
+        except KeyError:
+            lines = (*super().processed_headers,)
+            if len(_HEADER_LINES) < _MAX_HEADER_SETS:
+                _HEADER_LINES[key] = lines
+            return lines
+        except TypeError:  # an unhashable header value: nothing to remember it by
+            return super().processed_headers
+
+
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> HTTPResponse:
-    return HTTPResponse(orjson.dumps(body), status=status, headers=headers, content_type=_JSON)
+    return Response(orjson.dumps(body), status=status, headers=headers, content_type=_JSON)
 
 
 @dataclass(slots=True)
@@ -305,7 +336,7 @@ def create_app(config_path: str) -> Sanic:
         dropped = len(outcome.dropped)
         if not result.is_batch and dropped + outcome.accepted == 1:  # the common answers, prebuilt
             state.metrics.responses[202] += 1
-            return HTTPResponse(_ONE_DROPPED if dropped else _ONE_ACCEPTED, 202, _CORS, _JSON)
+            return Response(_ONE_DROPPED if dropped else _ONE_ACCEPTED, 202, _CORS, _JSON)
         body: dict[str, Any] = {"accepted": outcome.accepted}
         if result.is_batch:
             invalid = [{"index": item.index, "errors": item.errors} for item in result.items if item.errors]
@@ -321,7 +352,7 @@ def create_app(config_path: str) -> Sanic:
 
     @app.options("/api/event")
     async def preflight(request: Request) -> HTTPResponse:
-        return HTTPResponse(status=204, headers=_PREFLIGHT)
+        return Response(status=204, headers=_PREFLIGHT)
 
     @app.get("/health")
     async def health(request: Request) -> HTTPResponse:

@@ -105,6 +105,30 @@ def test_body_over_the_limit_gets_413_json(gateway: Gateway) -> None:
     assert r.headers["access-control-allow-origin"] == "*"
 
 
+def test_each_answer_carries_its_own_length_and_connection_headers(gateway: Gateway) -> None:
+    # The gateway remembers encoded header lines per header set: answers that differ only in
+    # length or keep-alive must still each get their own.
+    answers = []
+    for body, connection in ((pageview(), "keep-alive"), (pageview(domain="other.test"), "keep-alive"),
+                             (pageview(), "keep-alive"), ({"n": "pageview"}, "keep-alive"),
+                             (pageview(domain="other.test"), "close"), (pageview(), "close")):
+        with httpx.Client(base_url=gateway.url) as c:
+            r = c.post("/api/event", content=json.dumps(body),
+                       headers={"user-agent": CHROME, "connection": connection})
+        answers.append((r.status_code, r.json(), r.headers["connection"]))
+        assert int(r.headers["content-length"]) == len(r.content)
+        assert r.headers["content-type"] == "application/json"
+        assert r.headers["access-control-allow-origin"] == "*"
+    assert answers == [
+        (202, {"accepted": 1}, "keep-alive"),
+        (202, {"accepted": 0, "dropped": 1}, "keep-alive"),
+        (202, {"accepted": 1}, "keep-alive"),
+        (400, {"errors": {"url": ["is required"], "domain": ["can't be blank"]}}, "keep-alive"),
+        (202, {"accepted": 0, "dropped": 1}, "close"),
+        (202, {"accepted": 1}, "close"),
+    ]
+
+
 def test_preflight_is_answered_with_max_age(gateway: Gateway) -> None:
     r = gateway.client.options("/api/event", headers={"origin": "https://site.test",
                                                       "access-control-request-method": "POST"})
