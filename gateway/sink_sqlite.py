@@ -15,6 +15,7 @@ from pathlib import Path
 
 from gateway.schema import COLUMN_TYPES, COLUMNS
 
+_WRITE_CACHE_KIB = 32 * 1024
 _COLS_SQL = ", ".join(f'"{c}"' for c in COLUMNS)
 _INSERT = f"INSERT OR IGNORE INTO events ({_COLS_SQL}) VALUES ({', '.join('?' * len(COLUMNS))})"
 
@@ -82,6 +83,10 @@ class SQLiteSink:
         self.path = path
         ensure_schema(path)
         self._conn = connect(path)
+        # The indexes take inserts at scattered places (visitor ids are random); a page cache
+        # of 32 MiB instead of SQLite's 2 MiB keeps their hot pages in memory as the file grows,
+        # instead of reading them back from the OS for every batch. Allocated as used.
+        self._conn.execute(f"PRAGMA cache_size=-{_WRITE_CACHE_KIB}")
         self._lock = threading.Lock()
 
     def write(self, rows: Sequence[tuple[object, ...]]) -> None:
