@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from random import getrandbits
+from time import time_ns
 from typing import Any
 
 import orjson
@@ -186,10 +187,12 @@ class Pipeline:
         else:
             keys = values = "[]"
         return (
-            # 128 random bits: unique in practice, and only used to collapse re-sent copies.
-            # The random module's generator is seeded from the OS and reseeded in a forked
-            # child; it is cheaper than a getrandom call per row.
-            "%032x" % getrandbits(128),
+            # 32 hex digits: the time in milliseconds, then 80 random bits. Unique in practice
+            # (it collapses re-sent copies), and in arrival order: a sink's index on it grows
+            # at one end instead of at random places, and ClickHouse's sessions break ties
+            # within a second by it. The random module's generator is seeded from the OS and
+            # reseeded in a forked child; it is cheaper than a getrandom call per row.
+            "%012x%020x" % (time_ns() // 1_000_000, getrandbits(80)),
             timestamp,
             event.name,
             site.domain,

@@ -51,6 +51,21 @@ def test_pageview_is_stored_with_its_fields(gateway: Gateway) -> None:
     assert isinstance(row["user_id"], int) and row["user_id"] != 0
 
 
+def test_event_ids_are_unique_and_in_arrival_order(gateway: Gateway) -> None:
+    before_ms = int(time.time() * 1000)
+    for i in range(30):
+        assert gateway.post(pageview(f"/p{i}"), ip="203.0.113.9", ua=CHROME).status_code == 202
+    after_ms = int(time.time() * 1000)
+    rows = gateway.wait_rows(30)
+    ids = [r["event_id"] for r in sorted(rows, key=lambda r: int(r["pathname"][2:]))]
+    assert len(set(ids)) == 30
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    # The first 12 hex digits are the time in milliseconds (two requests may share one).
+    stamps = [int(i[:12], 16) for i in ids]
+    assert stamps == sorted(stamps)
+    assert before_ms <= stamps[0] and stamps[-1] <= after_ms
+
+
 def test_text_plain_body_is_parsed_as_json(gateway: Gateway) -> None:
     r = gateway.post(content=json.dumps(pageview()), headers={"content-type": "text/plain;charset=UTF-8"})
     assert r.status_code == 202 and r.json() == {"accepted": 1}
