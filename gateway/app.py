@@ -24,6 +24,7 @@ from sanic.response import HTTPResponse
 
 from gateway import request as parsing
 from gateway.client_ip import ClientIPResolver
+from gateway.clients import ClientMemo
 from gateway.config import GatewayConfig, Sites, load_gateway_config, load_sites, sites_fingerprint
 from gateway.enrich import make_enricher
 from gateway.errors import ConfigError
@@ -36,7 +37,7 @@ from gateway.shared_redis import open_shared
 from gateway.sinks import open_sink
 from gateway.shipper import STALE_SECONDS, is_stale, status_path
 from gateway.spool import MemoryBuffer, Spool, read_status
-from shields.model import ClientContext, SiteConfig
+from shields.model import SiteConfig
 
 # Lists older than this since a failed background refresh are tried again (not every second).
 LIST_RETRY_SECONDS = 3600.0
@@ -130,6 +131,7 @@ class WorkerState:
             )
         self.geo = GeoEnricher(open_reader(config.sections.get("geo", {}), config.source.parent,
                                            config.data_dir, str(config.source)))
+        self.clients = ClientMemo(self.resolver, self.geo)
         self.lists, self.chain, self.spam = build_shields(config)
         self._list_refresh_enabled = "lists" in config.sections and self.lists.settings.refresh_seconds > 0
         self._next_list_refresh = 0.0
@@ -176,6 +178,10 @@ class WorkerState:
             await asyncio.sleep(1.0)
             try:
                 self.reload_sites_if_changed()
+                # Remembered clients carry geo answers: follow a replaced database even when
+                # every request is answered from the memo, without a lookup to notice it.
+                self.geo.refresh_if_due()
+                self.clients.follow(self.geo.generation)
                 for kind in self.lists.maybe_reload():
                     log.info("shield list %s reloaded", kind)
                 if self._list_refresh_enabled and not self._refreshing and time.time() >= self._next_list_refresh:
@@ -312,10 +318,7 @@ def create_app(config_path: str) -> Sanic:
                 state.metrics.responses[400] += 1
                 return _json({"errors": item.errors}, 400, _CORS)
             events = item.events
-        headers = request.headers
-        ip, ip_type = state.resolver.resolve(request.ip, headers)
-        location, asn = state.geo.locate(ip, ip_type)
-        client = ClientContext(ip, headers.get("user-agent", ""), ip_type, location.country_code or None, asn)
+        client, location = state.clients(request.ip, request.headers)
         if not state.spool.has_room():
             state.metrics.responses[503] += 1
             return _json({"errors": {"request": ["temporarily unable to accept events"]}}, 503,

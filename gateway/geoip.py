@@ -53,6 +53,16 @@ class GeoEnricher:
     def __init__(self, reader: Any) -> None:
         self.reader = reader
 
+    @property
+    def generation(self) -> int:
+        """Moves when the reader switched to replaced database files."""
+        return self.reader.generation if self.reader is not None else 0  # type: ignore[no-any-return]
+
+    def refresh_if_due(self) -> None:
+        """Look for replaced files if the reader's interval has passed, even without lookups."""
+        if self.reader is not None:
+            self.reader.refresh_if_due()
+
     def locate(self, ip: IPAddress | None, ip_type: str | None = None) -> tuple[Location, int | None]:
         """The geo columns for a client address (and its ASN); `ip_type` from a trusted proxy."""
         if ip_type == "anonymous_vpn_ip":

@@ -186,6 +186,7 @@ class GeoReader:
         self._clock = clock
         self._reload_lock = threading.Lock()
         self._find = self._build_finder()
+        self.generation = 0  # counts switches to replaced files, for caches built on lookups
         # None or 0 turn the check off, as `[geo] reload_check_seconds = 0` does: checking on
         # every lookup would put a stat per request on the hot path.
         if reload_check_seconds is not None and reload_check_seconds <= 0:
@@ -234,6 +235,13 @@ class GeoReader:
             # Bad input, or a corrupt record: geo is enrichment and must not fail a request.
             return None
 
+    def refresh_if_due(self) -> bool:
+        """`check_for_updates` if the check interval has passed (as a lookup does); True if
+        something changed. For owners whose own caches can spare the lookups for a while."""
+        if self._next_check <= self._clock():
+            return self.check_for_updates()
+        return False
+
     def check_for_updates(self) -> bool:
         """Stat the files now and switch to any that were replaced. True if something changed.
 
@@ -266,6 +274,7 @@ class GeoReader:
                          time.strftime("%Y-%m-%d", time.gmtime(fresh.info.build_epoch)))
             if changed:
                 self._find = self._build_finder()
+                self.generation += 1
             return changed
         finally:
             self._reload_lock.release()

@@ -1,10 +1,15 @@
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 
 from hypothesis import given, strategies as st
 
 from gateway.client_ip import ClientIPResolver, parse_ip
+from gateway.clients import MAX_KEY_CHARS, ClientMemo
+from gateway.geoip import GeoEnricher
+from geo import GeoReader
+from geo.testdb import nested_city_record, write_db
 
 TRUSTED = ClientIPResolver([ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("fd00::/8")])
 
@@ -59,3 +64,86 @@ def test_mapped_peer_is_matched_against_v4_proxies() -> None:
 def test_malformed_headers_never_raise(xff: str, real: str) -> None:
     TRUSTED.resolve("10.0.0.1", {"x-forwarded-for": xff, "x-real-ip": real, "cf-connecting-ip": real,
                                  "x-plausible-ip-type": real})
+
+
+# --- the per-client memo of the request path ----------------------------------------------
+
+UA = "Mozilla/5.0 (X11; Linux x86_64) Firefox/131.0"
+
+
+def _geo(path: Path, country: str) -> Path:
+    return write_db(path, [("81.2.69.0/24", nested_city_record(country, ("X",), city_geoname_id=7)),
+                           ("203.0.113.0/24", nested_city_record("DE", city_geoname_id=9))])
+
+
+def _direct(geo: GeoEnricher, peer: str, headers: dict[str, str]) -> tuple[object, object]:
+    ip, kind = TRUSTED.resolve(peer, headers)
+    loc, asn = geo.locate(ip, kind)
+    return (ip, headers.get("user-agent", ""), kind, loc.country_code or None, asn), loc
+
+
+def _answer(memo: ClientMemo, peer: str, headers: dict[str, str]) -> tuple[object, object]:
+    client, loc = memo(peer, headers)
+    return (client.ip, client.user_agent, client.ip_type, client.country_code, client.asn), loc
+
+
+CASES = [
+    ("10.0.0.1", {"x-forwarded-for": "81.2.69.7", "user-agent": UA}),
+    ("10.0.0.1", {"x-forwarded-for": "81.2.69.7", "user-agent": UA + " other"}),
+    ("10.0.0.1", {"x-forwarded-for": "6.6.6.6, 203.0.113.5, 10.1.1.1", "user-agent": UA}),
+    ("10.0.0.1", {"x-forwarded-for": "81.2.69.7", "x-plausible-ip-type": "anonymous_vpn_ip"}),
+    ("10.0.0.1", {"cf-connecting-ip": "203.0.113.8", "x-real-ip": "81.2.69.9"}),
+    ("10.0.0.1", {"x-real-ip": "81.2.69.9"}),
+    ("10.0.0.1", {}),
+    ("198.51.100.1", {"x-forwarded-for": "81.2.69.7", "x-plausible-ip-type": "dc_ip", "user-agent": UA}),
+    ("81.2.69.200", {"user-agent": UA}),
+    ("", {"x-forwarded-for": "81.2.69.7"}),
+]
+
+
+def test_the_memo_answers_what_the_resolver_and_geo_answer(tmp_path: Path) -> None:
+    geo = GeoEnricher(GeoReader(_geo(tmp_path / "city.mmdb", "GB"), reload_check_seconds=None))
+    memo = ClientMemo(TRUSTED, geo)
+    for peer, headers in CASES * 2:
+        assert _answer(memo, peer, headers) == _direct(geo, peer, headers), (peer, headers)
+    assert memo.cache_info().hits == len(CASES) and memo.cache_info().misses == len(CASES)
+    # the same client's next request gets the very same context
+    assert memo(*CASES[0])[0] is memo("10.0.0.1", dict(CASES[0][1]))[0]
+
+
+def test_clients_with_long_headers_are_worked_out_but_not_remembered(tmp_path: Path) -> None:
+    geo = GeoEnricher(GeoReader(_geo(tmp_path / "city.mmdb", "GB"), reload_check_seconds=None))
+    memo = ClientMemo(TRUSTED, geo)
+    headers = {"x-forwarded-for": "81.2.69.7", "user-agent": "x" * MAX_KEY_CHARS}
+    assert _answer(memo, "10.0.0.1", headers) == _direct(geo, "10.0.0.1", headers)
+    assert memo.cache_info().currsize == 0
+
+
+def test_a_replaced_geo_database_empties_the_memo(tmp_path: Path) -> None:
+    path = _geo(tmp_path / "city.mmdb", "GB")
+    geo = GeoEnricher(GeoReader(path, reload_check_seconds=None))
+    memo = ClientMemo(TRUSTED, geo, size=16)
+    peer, headers = CASES[0]
+    assert memo(peer, headers)[0].country_code == "GB"
+    _geo(path, "FR")
+    assert geo.reader.check_for_updates() is True
+    assert memo(peer, headers)[0].country_code == "GB"  # remembered until told
+    memo.follow(geo.generation)
+    assert memo(peer, headers)[0].country_code == "FR"
+    memo.follow(geo.generation)  # no change: the memo keeps what it has
+    assert memo.cache_info().currsize == 1
+
+
+def test_the_memo_is_bounded(tmp_path: Path) -> None:
+    geo = GeoEnricher(GeoReader(_geo(tmp_path / "city.mmdb", "GB"), reload_check_seconds=None))
+    memo = ClientMemo(TRUSTED, geo, size=8)
+    for i in range(40):
+        memo("10.0.0.1", {"x-forwarded-for": f"81.2.69.{i}", "user-agent": UA})
+    assert memo.cache_info().currsize == 8
+
+
+def test_without_a_geo_database_the_memo_still_resolves() -> None:
+    memo = ClientMemo(TRUSTED, GeoEnricher(None))
+    client, loc = memo("10.0.0.1", {"x-forwarded-for": "81.2.69.7", "user-agent": UA})
+    assert str(client.ip) == "81.2.69.7" and client.country_code is None and loc.country_code == ""
+    memo.follow(GeoEnricher(None).generation)

@@ -144,6 +144,29 @@ def test_each_answer_carries_its_own_length_and_connection_headers(gateway: Gate
     ]
 
 
+def test_a_returning_client_gets_the_geo_of_a_replaced_database(start_gateway: Callable[..., Gateway],
+                                                                 tmp_path: Path) -> None:
+    from geo.testdb import nested_city_record, write_db
+
+    db = tmp_path / "city.mmdb"
+    write_db(db, [("81.2.69.0/24", nested_city_record("GB", city_geoname_id=7))])
+    gw = start_gateway(extra=f'[geo]\ndatabase = "{db}"\nreload_check_seconds = 0.2\n')
+    assert gw.post(pageview("/a"), ip="81.2.69.5", ua=CHROME).status_code == 202
+    assert gw.post(pageview("/b"), ip="81.2.69.5", ua=CHROME).status_code == 202
+    assert [r["country_code"] for r in gw.wait_rows(2)] == ["GB", "GB"]
+    # The client is remembered now; the replaced file must still reach its next events.
+    write_db(db, [("81.2.69.0/24", nested_city_record("FR", city_geoname_id=8))])
+    deadline = time.monotonic() + 10
+    n = 2
+    while True:
+        n += 1
+        assert gw.post(pageview(f"/c{n}"), ip="81.2.69.5", ua=CHROME).status_code == 202
+        if gw.wait_rows(n)[-1]["country_code"] == "FR" or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert gw.wait_rows(n)[-1]["country_code"] == "FR"
+
+
 def test_preflight_is_answered_with_max_age(gateway: Gateway) -> None:
     r = gateway.client.options("/api/event", headers={"origin": "https://site.test",
                                                       "access-control-request-method": "POST"})

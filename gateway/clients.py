@@ -1,0 +1,74 @@
+"""Who sent a request, remembered per client: request headers → (`ClientContext`, `Location`).
+
+A visitor sends several requests per visit (the pageview, engagement events, custom events),
+each with the same socket peer, proxy headers and User-Agent. What the gateway derives from
+those (the client address through the trusted proxy chain, the geo columns, the ASN) is a pure
+function of the header values and of the geo database in use, so `ClientMemo` remembers it in a
+bounded LRU keyed by the header values themselves. Addresses and User-Agents stay in this
+process's memory only, as in the resolver's and the geo reader's own caches.
+
+A replaced geo database changes the answers: the owner calls `follow(generation)` (the worker's
+housekeeping does, once a second) and the memo empties when the generation moved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import lru_cache
+
+from gateway.client_ip import ClientIPResolver
+from gateway.geoip import GeoEnricher
+from gateway.pipeline import Location
+from shields.model import ClientContext
+
+# Every header `ClientIPResolver.resolve` or the context reads, in the order of the key.
+HEADERS = ("x-forwarded-for", "x-plausible-ip-type", "cf-connecting-ip", "x-real-ip", "user-agent")
+# Requests whose key would be longer than this (a long proxy chain, a padded User-Agent) are
+# worked out afresh and not remembered: they are rare, and would make the memo's size unbounded
+# in bytes.
+MAX_KEY_CHARS = 1024
+
+Client = tuple[ClientContext, Location]
+
+
+class ClientMemo:
+    """`memo(peer, headers) -> (ClientContext, Location)`, remembering up to `size` clients.
+
+    The answers are shared between requests; the request path only reads them."""
+
+    __slots__ = ("_resolver", "_geo", "_cached", "_generation", "cache_info")
+
+    def __init__(self, resolver: ClientIPResolver, geo: GeoEnricher, size: int = 8192) -> None:
+        self._resolver = resolver
+        self._geo = geo
+        self._cached = lru_cache(maxsize=size)(self._fresh)
+        self._generation = geo.generation
+        self.cache_info = self._cached.cache_info
+
+    def __call__(self, peer: str, headers: Mapping[str, str]) -> Client:
+        get = headers.get
+        xff = get("x-forwarded-for")
+        ip_type = get("x-plausible-ip-type")
+        cf = get("cf-connecting-ip")
+        real_ip = get("x-real-ip")
+        ua = get("user-agent") or ""
+        size = len(peer) + len(ua)
+        for value in (xff, ip_type, cf, real_ip):
+            if value is not None:
+                size += len(value)
+        if size > MAX_KEY_CHARS:
+            return self._fresh(peer, xff, ip_type, cf, real_ip, ua)
+        return self._cached(peer, xff, ip_type, cf, real_ip, ua)  # type: ignore[no-any-return]
+
+    def _fresh(self, peer: str, xff: str | None, ip_type: str | None, cf: str | None,
+               real_ip: str | None, ua: str) -> Client:
+        given = {name: value for name, value in zip(HEADERS, (xff, ip_type, cf, real_ip, ua)) if value is not None}
+        ip, kind = self._resolver.resolve(peer, given)
+        location, asn = self._geo.locate(ip, kind)
+        return ClientContext(ip, ua, kind, location.country_code or None, asn), location
+
+    def follow(self, generation: int) -> None:
+        """Forget every client if the geo data changed since the last call."""
+        if generation != self._generation:
+            self._generation = generation
+            self._cached.cache_clear()
