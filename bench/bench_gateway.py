@@ -164,6 +164,14 @@ def gateway_extra(tmp: Path) -> str:
     return f'[geo]\ndatabase = "{geo_db}"\n{geo_v6}' + lists
 
 
+def wrk_missing(target: str) -> bool:
+    """True, after saying so, when wrk is not installed (`make <target>` installs it)."""
+    if shutil.which("wrk") is not None:
+        return False
+    print(f"wrk is not installed (Debian package 'wrk'): make {target} installs it", file=sys.stderr)
+    return True
+
+
 def setup(prefix: str) -> tuple[Path, Path, dict[str, str]]:
     """A scratch folder, the wrk script of the bench mix in it, and the servers' environment."""
     tmp = Path(tempfile.mkdtemp(prefix=prefix))
@@ -195,8 +203,7 @@ def main() -> int:
     ap.add_argument("--skip-steps", action="store_true")
     ap.add_argument("--skip-latency", action="store_true")
     args = ap.parse_args()
-    if shutil.which("wrk") is None:
-        print("wrk is not installed (Debian package 'wrk'): make bench installs it", file=sys.stderr)
+    if wrk_missing("bench"):
         return 2
 
     tmp, lua, env = setup("gw-bench-")

@@ -33,6 +33,7 @@ from bench_gateway import (  # noqa: E402
     serve_command,
     setup,
     start_server,
+    wrk_missing,
 )
 from gatewayproc import free_port  # noqa: E402
 
@@ -64,8 +65,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--connections", type=int, default=32)
     args = ap.parse_args()
-    if shutil.which("wrk") is None:
-        print("wrk is not installed (Debian package 'wrk'): make compare installs it", file=sys.stderr)
+    if wrk_missing("compare"):
         return 2
 
     tmp, lua, env = setup("gw-compare-")
