@@ -26,7 +26,7 @@ from gateway import request as parsing
 from gateway.client_ip import ClientIPResolver
 from gateway.clients import ClientMemo
 from gateway.config import GatewayConfig, Sites, load_gateway_config, load_sites, sites_fingerprint
-from gateway.enrich import make_enricher
+from gateway.enrich import RowColumns
 from gateway.errors import ConfigError
 from gateway.metrics import Metrics, render
 from gateway.pipeline import Pipeline
@@ -131,14 +131,15 @@ class WorkerState:
             )
         self.geo = GeoEnricher(open_reader(config.sections.get("geo", {}), config.source.parent,
                                            config.data_dir, str(config.source)))
-        self.clients = ClientMemo(self.resolver, self.geo)
+        self.columns = RowColumns()
+        self.clients = ClientMemo(self.resolver, self.geo, self.columns)
         self.lists, self.chain, self.spam = build_shields(config)
         self._list_refresh_enabled = "lists" in config.sections and self.lists.settings.refresh_seconds > 0
         self._next_list_refresh = 0.0
         self._refreshing = False
-        self.enrich = make_enricher()
         self.pipeline = Pipeline(sites=lambda: self.sites, salts=self.salts, metrics=self.metrics,
-                                 chain=self.chain, pre_site=self.spam.check_any_site, enrich=self.enrich,
+                                 chain=self.chain, pre_site=self.spam.check_any_site,
+                                 event_columns=self.columns.for_event,
                                  rate_limit=self._rate_limit, velocity=self._velocity)
         self.script = self._load_script()
         self._tasks: list[asyncio.Task[None]] = []
@@ -318,12 +319,12 @@ def create_app(config_path: str) -> Sanic:
                 state.metrics.responses[400] += 1
                 return _json({"errors": item.errors}, 400, _CORS)
             events = item.events
-        client, location = state.clients(request.ip, request.headers)
+        client, client_columns = state.clients(request.ip, request.headers)
         if not state.spool.has_room():
             state.metrics.responses[503] += 1
             return _json({"errors": {"request": ["temporarily unable to accept events"]}}, 503,
                          {**_CORS, "retry-after": "5"})
-        outcome = state.pipeline.process(events, client, location)
+        outcome = state.pipeline.process(events, client, client_columns)
         if outcome.all_rate_limited and not result.is_batch:
             state.metrics.responses[429] += 1
             return _json({"errors": {"request": ["rate limited"]}}, 429,

@@ -1,10 +1,11 @@
-"""Who sent a request, remembered per client: request headers → (`ClientContext`, `Location`).
+"""Who sent a request, remembered per client: request headers → (`ClientContext`, columns).
 
 A visitor sends several requests per visit (the pageview, engagement events, custom events),
 each with the same socket peer, proxy headers and User-Agent. What the gateway derives from
 those (the client address through the trusted proxy chain, the geo columns, the ASN) is a pure
-function of the header values and of the geo database in use, so `ClientMemo` remembers it in a
-bounded LRU keyed by the header values themselves. Addresses and User-Agents stay in this
+function of the header values and of the geo database in use, and so are the geo and User-Agent
+columns of the client's rows (`RowColumns.for_client`). `ClientMemo` remembers both in a bounded
+LRU keyed by the header values themselves. Addresses and User-Agents stay in this
 process's memory only, as in the resolver's and the geo reader's own caches.
 
 A replaced geo database changes the answers: the owner calls `follow(generation)` (the worker's
@@ -17,8 +18,9 @@ from collections.abc import Mapping
 from functools import lru_cache
 
 from gateway.client_ip import ClientIPResolver
+from gateway.enrich import RowColumns
 from gateway.geoip import GeoEnricher
-from gateway.pipeline import Location
+from gateway.pipeline import ClientColumns
 from shields.model import ClientContext
 
 # Every header `ClientIPResolver.resolve` or the context reads, in the order of the key.
@@ -28,19 +30,20 @@ HEADERS = ("x-forwarded-for", "x-plausible-ip-type", "cf-connecting-ip", "x-real
 # in bytes.
 MAX_KEY_CHARS = 1024
 
-Client = tuple[ClientContext, Location]
+Client = tuple[ClientContext, ClientColumns]
 
 
 class ClientMemo:
-    """`memo(peer, headers) -> (ClientContext, Location)`, remembering up to `size` clients.
+    """`memo(peer, headers) -> (ClientContext, ClientColumns)`, remembering up to `size` clients.
 
     The answers are shared between requests; the request path only reads them."""
 
-    __slots__ = ("_resolver", "_geo", "_cached", "_generation", "cache_info")
+    __slots__ = ("_resolver", "_geo", "_columns", "_cached", "_generation", "cache_info")
 
-    def __init__(self, resolver: ClientIPResolver, geo: GeoEnricher, size: int = 8192) -> None:
+    def __init__(self, resolver: ClientIPResolver, geo: GeoEnricher, columns: RowColumns, size: int = 8192) -> None:
         self._resolver = resolver
         self._geo = geo
+        self._columns = columns
         self._cached = lru_cache(maxsize=size)(self._fresh)
         self._generation = geo.generation
         self.cache_info = self._cached.cache_info
@@ -65,7 +68,8 @@ class ClientMemo:
         given = {name: value for name, value in zip(HEADERS, (xff, ip_type, cf, real_ip, ua)) if value is not None}
         ip, kind = self._resolver.resolve(peer, given)
         location, asn = self._geo.locate(ip, kind)
-        return ClientContext(ip, ua, kind, location.country_code or None, asn), location
+        return (ClientContext(ip, ua, kind, location.country_code or None, asn),
+                self._columns.for_client(ua, location))
 
     def follow(self, generation: int) -> None:
         """Forget every client if the geo data changed since the last call."""

@@ -20,28 +20,11 @@ from random import getrandbits
 from time import time_ns
 from typing import Any
 
-import orjson
-
 from gateway.config import Sites
 from gateway.metrics import Metrics
 from gateway.salts import SaltStore
 from gateway.visitor import visitor_id
 from shields.model import ClientContext, DropReason, Event, SiteConfig, Verdict
-
-
-# Built per request, so not frozen (see shields.model); treated as immutable.
-@dataclass(slots=True)
-class Enrichment:
-    """What the gateway adds to an accepted event, from its own data."""
-
-    referrer: str = ""
-    referrer_source: str = ""
-    utm_medium: str = ""
-    browser: str = ""
-    browser_version: str = ""
-    operating_system: str = ""
-    operating_system_version: str = ""
-    screen_size: str = ""
 
 
 @dataclass(slots=True)
@@ -53,6 +36,15 @@ class Location:
 
 
 NO_LOCATION = Location()
+
+# The columns of a stored row that come from the client alone: country_code, subdivision1_code,
+# subdivision2_code, city_geoname_id, screen_size, operating_system, operating_system_version,
+# browser, browser_version (see gateway.enrich.RowColumns.for_client).
+ClientColumns = tuple[str, str, str, int, str, str, str, str, str]
+NO_CLIENT_COLUMNS: ClientColumns = ("", "", "", 0, "", "", "", "", "")
+# The two runs of columns that come from the event alone: hostname … utm_term and
+# meta.key … tracker_version (see gateway.enrich.RowColumns.for_event).
+EventColumns = tuple[tuple[Any, ...], tuple[Any, ...]]
 
 
 @dataclass(slots=True)
@@ -72,15 +64,11 @@ class Outcome:
 
 ChainRunner = Callable[[Event, ClientContext, SiteConfig], tuple[Verdict | None, Sequence[Verdict]]]
 GlobalCheck = Callable[[Event, ClientContext], Verdict | None]
-Enricher = Callable[[Event, ClientContext], Enrichment]
+EventColumnsOf = Callable[[Event], EventColumns]
 
 
 def _no_chain(event: Event, client: ClientContext, site: SiteConfig) -> tuple[Verdict | None, Sequence[Verdict]]:
     return None, ()
-
-
-def _plain_enrich(event: Event, client: ClientContext) -> Enrichment:
-    return Enrichment(utm_medium=event.utm_medium or "")
 
 
 class _Clock:
@@ -109,7 +97,7 @@ class Pipeline:
         metrics: Metrics,
         chain: ChainRunner = _no_chain,
         pre_site: GlobalCheck | None = None,
-        enrich: Enricher = _plain_enrich,
+        event_columns: EventColumnsOf,
         rate_limit: Callable[[SiteConfig], float | None] | None = None,
         velocity: Callable[[SiteConfig, int], bool] | None = None,
     ) -> None:
@@ -118,12 +106,15 @@ class Pipeline:
         self._metrics = metrics
         self._chain = chain
         self._pre_site = pre_site
-        self._enrich = enrich
+        self._event_columns = event_columns
         self._rate_limit = rate_limit
         self._velocity = velocity
         self._clock = _Clock()
 
-    def process(self, events: Sequence[Event], client: ClientContext, location: Location = NO_LOCATION) -> Outcome:
+    def process(self, events: Sequence[Event], client: ClientContext,
+                client_columns: ClientColumns = NO_CLIENT_COLUMNS) -> Outcome:
+        """Check, count and build the rows of one request's events. `client_columns` are the
+        geo and User-Agent columns of this client's rows."""
         out = Outcome()
         if not events:
             return out
@@ -150,7 +141,7 @@ class Pipeline:
                 metrics.dropped[(key, DropReason.VELOCITY.value)] += 1
                 out.dropped.append((key, DropReason.VELOCITY))
                 continue
-            out.rows.append(self._row(event, site, user_id, timestamp, client, location))
+            out.rows.append(self._row(event, site, user_id, timestamp, client_columns))
             metrics.accepted[key] += 1
         return out
 
@@ -178,50 +169,14 @@ class Pipeline:
         return verdict, (*pre, *would) if pre else would
 
     def _row(self, event: Event, site: SiteConfig, user_id: int, timestamp: str,
-             client: ClientContext, loc: Location) -> tuple[Any, ...]:
-        e = self._enrich(event, client)
-        props = event.props
-        if props:
-            keys = orjson.dumps([k for k, _ in props]).decode()
-            values = orjson.dumps([v for _, v in props]).decode()
-        else:
-            keys = values = "[]"
-        return (
-            # 32 hex digits: the time in milliseconds, then 80 random bits. Unique in practice
-            # (it collapses re-sent copies), and in arrival order: a sink's index on it grows
-            # at one end instead of at random places, and ClickHouse's sessions break ties
-            # within a second by it. The random module's generator is seeded from the OS and
-            # reseeded in a forked child; it is cheaper than a getrandom call per row.
-            "%012x%020x" % (time_ns() // 1_000_000, getrandbits(80)),
-            timestamp,
-            event.name,
-            site.domain,
-            user_id,
-            event.hostname,
-            event.pathname,
-            e.referrer,
-            e.referrer_source,
-            event.click_id_param or "",
-            e.utm_medium,
-            event.utm_source or "",
-            event.utm_campaign or "",
-            event.utm_content or "",
-            event.utm_term or "",
-            loc.country_code,
-            loc.subdivision1_code,
-            loc.subdivision2_code,
-            loc.city_geoname_id,
-            e.screen_size,
-            e.operating_system,
-            e.operating_system_version,
-            e.browser,
-            e.browser_version,
-            keys,
-            values,
-            event.scroll_depth,
-            event.engagement_time,
-            1 if event.interactive else 0,
-            event.revenue_amount,
-            event.revenue_currency or "",
-            event.tracker_version if 0 <= event.tracker_version < 65536 else 0,
-        )
+             client_columns: ClientColumns) -> tuple[Any, ...]:
+        head, tail = self._event_columns(event)
+        # 32 hex digits: the time in milliseconds, then 80 random bits. Unique in practice (it
+        # collapses re-sent copies), and in arrival order: a sink's index on it grows at one end
+        # instead of at random places, and ClickHouse's sessions break ties within a second by
+        # it. The random module's generator is seeded from the OS and reseeded in a forked
+        # child; it is cheaper than a getrandom call per row.
+        event_id = "%012x%020x" % (time_ns() // 1_000_000, getrandbits(80))
+        # In gateway.schema's column order: five columns of this row, then the event's first
+        # run, the client's, the event's second.
+        return (event_id, timestamp, event.name, site.domain, user_id) + head + client_columns + tail

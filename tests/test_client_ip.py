@@ -7,6 +7,7 @@ from hypothesis import given, strategies as st
 
 from gateway.client_ip import ClientIPResolver, parse_ip
 from gateway.clients import MAX_KEY_CHARS, ClientMemo
+from gateway.enrich import RowColumns
 from gateway.geoip import GeoEnricher
 from geo import GeoReader
 from geo.testdb import nested_city_record, write_db
@@ -69,6 +70,7 @@ def test_malformed_headers_never_raise(xff: str, real: str) -> None:
 # --- the per-client memo of the request path ----------------------------------------------
 
 UA = "Mozilla/5.0 (X11; Linux x86_64) Firefox/131.0"
+COLUMNS = RowColumns(cache_size=64)
 
 
 def _geo(path: Path, country: str) -> Path:
@@ -79,12 +81,13 @@ def _geo(path: Path, country: str) -> Path:
 def _direct(geo: GeoEnricher, peer: str, headers: dict[str, str]) -> tuple[object, object]:
     ip, kind = TRUSTED.resolve(peer, headers)
     loc, asn = geo.locate(ip, kind)
-    return (ip, headers.get("user-agent", ""), kind, loc.country_code or None, asn), loc
+    ua = headers.get("user-agent", "")
+    return (ip, ua, kind, loc.country_code or None, asn), COLUMNS.for_client(ua, loc)
 
 
 def _answer(memo: ClientMemo, peer: str, headers: dict[str, str]) -> tuple[object, object]:
-    client, loc = memo(peer, headers)
-    return (client.ip, client.user_agent, client.ip_type, client.country_code, client.asn), loc
+    client, columns = memo(peer, headers)
+    return (client.ip, client.user_agent, client.ip_type, client.country_code, client.asn), columns
 
 
 CASES = [
@@ -103,7 +106,7 @@ CASES = [
 
 def test_the_memo_answers_what_the_resolver_and_geo_answer(tmp_path: Path) -> None:
     geo = GeoEnricher(GeoReader(_geo(tmp_path / "city.mmdb", "GB"), reload_check_seconds=None))
-    memo = ClientMemo(TRUSTED, geo)
+    memo = ClientMemo(TRUSTED, geo, COLUMNS)
     for peer, headers in CASES * 2:
         assert _answer(memo, peer, headers) == _direct(geo, peer, headers), (peer, headers)
     assert memo.cache_info().hits == len(CASES) and memo.cache_info().misses == len(CASES)
@@ -113,7 +116,7 @@ def test_the_memo_answers_what_the_resolver_and_geo_answer(tmp_path: Path) -> No
 
 def test_clients_with_long_headers_are_worked_out_but_not_remembered(tmp_path: Path) -> None:
     geo = GeoEnricher(GeoReader(_geo(tmp_path / "city.mmdb", "GB"), reload_check_seconds=None))
-    memo = ClientMemo(TRUSTED, geo)
+    memo = ClientMemo(TRUSTED, geo, COLUMNS)
     headers = {"x-forwarded-for": "81.2.69.7", "user-agent": "x" * MAX_KEY_CHARS}
     assert _answer(memo, "10.0.0.1", headers) == _direct(geo, "10.0.0.1", headers)
     assert memo.cache_info().currsize == 0
@@ -122,28 +125,30 @@ def test_clients_with_long_headers_are_worked_out_but_not_remembered(tmp_path: P
 def test_a_replaced_geo_database_empties_the_memo(tmp_path: Path) -> None:
     path = _geo(tmp_path / "city.mmdb", "GB")
     geo = GeoEnricher(GeoReader(path, reload_check_seconds=None))
-    memo = ClientMemo(TRUSTED, geo, size=16)
+    memo = ClientMemo(TRUSTED, geo, COLUMNS, size=16)
     peer, headers = CASES[0]
     assert memo(peer, headers)[0].country_code == "GB"
     _geo(path, "FR")
     assert geo.reader.check_for_updates() is True
     assert memo(peer, headers)[0].country_code == "GB"  # remembered until told
     memo.follow(geo.generation)
-    assert memo(peer, headers)[0].country_code == "FR"
+    client, columns = memo(peer, headers)
+    assert client.country_code == "FR" and columns[0] == "FR"
     memo.follow(geo.generation)  # no change: the memo keeps what it has
     assert memo.cache_info().currsize == 1
 
 
 def test_the_memo_is_bounded(tmp_path: Path) -> None:
     geo = GeoEnricher(GeoReader(_geo(tmp_path / "city.mmdb", "GB"), reload_check_seconds=None))
-    memo = ClientMemo(TRUSTED, geo, size=8)
+    memo = ClientMemo(TRUSTED, geo, COLUMNS, size=8)
     for i in range(40):
         memo("10.0.0.1", {"x-forwarded-for": f"81.2.69.{i}", "user-agent": UA})
     assert memo.cache_info().currsize == 8
 
 
 def test_without_a_geo_database_the_memo_still_resolves() -> None:
-    memo = ClientMemo(TRUSTED, GeoEnricher(None))
-    client, loc = memo("10.0.0.1", {"x-forwarded-for": "81.2.69.7", "user-agent": UA})
-    assert str(client.ip) == "81.2.69.7" and client.country_code is None and loc.country_code == ""
+    memo = ClientMemo(TRUSTED, GeoEnricher(None), COLUMNS)
+    client, columns = memo("10.0.0.1", {"x-forwarded-for": "81.2.69.7", "user-agent": UA})
+    assert str(client.ip) == "81.2.69.7" and client.country_code is None
+    assert columns[:4] == ("", "", "", 0) and columns[7] == "Firefox"
     memo.follow(GeoEnricher(None).generation)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import ipaddress
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.enrich import make_enricher
 from gateway.errors import ConfigError
-from gateway.pipeline import Enrichment
 from gateway.referrer import (
     KnownSources,
     ReferrerClassifier,
@@ -21,12 +18,9 @@ from gateway.referrer import (
     infer_medium,
     parse_referrer,
 )
-from shields.model import ClientContext, Event
+from shields.model import Event
 
 EVAL_DIR = Path(__file__).resolve().parents[2] / "shared" / "eval"
-
-CHROME_WINDOWS = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
-                  "Chrome/120.0.6099.71 Safari/537.36")
 
 
 def event(referrer: str | None = None, hostname: str = "example.com", **kw: Any) -> Event:
@@ -330,26 +324,3 @@ def test_legit_referrers_of_the_shared_corpus_classify_cleanly(classifier: Refer
         if info.referrer:
             assert info.referrer_source, raw
             assert "?" not in info.referrer and "#" not in info.referrer
-
-
-# --- the enrich step -------------------------------------------------------------------------------
-
-def test_make_enricher_fills_referrer_and_user_agent_fields() -> None:
-    enrich = make_enricher(cache_size=16)
-    client = ClientContext(ip=ipaddress.ip_address("192.0.2.7"), user_agent=CHROME_WINDOWS)
-    e = event("https://www.google.com/search?q=x", click_id_param="gclid")
-    assert enrich(e, client) == Enrichment(
-        referrer="google.com/search",
-        referrer_source="Google",
-        utm_medium="(gclid)",
-        browser="Chrome",
-        browser_version="120.0",
-        operating_system="Windows",
-        operating_system_version="10",
-        screen_size="Desktop",
-    )
-
-
-def test_make_enricher_with_nothing_to_derive_gives_empty_enrichment() -> None:
-    enrich = make_enricher(cache_size=16)
-    assert enrich(event(None), ClientContext(ip=None, user_agent="")) == Enrichment()
