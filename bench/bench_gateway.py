@@ -125,6 +125,26 @@ def drain(base: str, timeout: float = 180) -> float:
     return time.monotonic() - t0
 
 
+def cpu_ticks(pid: int) -> dict[int, int]:
+    """user + system clock ticks of every process in `pid`'s process group."""
+    out = subprocess.run(["pgrep", "-g", str(os.getpgid(pid))], capture_output=True, text=True).stdout.split()
+    ticks = {}
+    for p in out:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks[int(p)] = int(fields[11]) + int(fields[12])
+    return ticks
+
+
+def worker_us_per_request(before: dict[int, int], after: dict[int, int], requests: float) -> float:
+    """CPU µs per request of the busiest process (the HTTP worker, with one worker)."""
+    hz = os.sysconf("SC_CLK_TCK")
+    busiest = max(after[p] - before.get(p, 0) for p in after)
+    return busiest / hz * 1e6 / max(requests, 1.0)
+
+
 def memory_mb(pid: int) -> list[tuple[float, float]]:
     """(RSS, private anonymous memory) in MB of each worker process under a server's main process.
 
@@ -233,7 +253,9 @@ def main() -> int:
         results: dict[str, dict[str, float]] = {}
         for _ in range(args.rounds):
             for name, (proc, base) in procs.items():
+                before = cpu_ticks(proc.pid)
                 r = run_wrk(base, lua, args.seconds, args.connections)
+                r["cpu"] = worker_us_per_request(before, cpu_ticks(proc.pid), r["rps"] * args.seconds)
                 if name in variants:
                     drain(base)  # or the next server's run shares the cores with this shipper
                 if name not in results or r["rps"] > results[name]["rps"]:
@@ -258,10 +280,12 @@ def main() -> int:
 
     print(f"\nthroughput: {args.workers} worker(s), {args.connections} connections, {args.seconds}s each, "
           f"best of {args.rounds} round(s), wrk -t1 on loopback")
-    print(f"{'server':<34} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'non-2xx':>8} {'RSS MB':>7} {'private MB':>10}")
+    print(f"{'server':<34} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'non-2xx':>8} {'RSS MB':>7} {'private MB':>10} "
+          f"{'worker CPU µs/req':>17}")
     for name, r in results.items():
+        cpu = f"{r['cpu']:>17.1f}" if "cpu" in r else f"{'':>17}"
         print(f"{name:<34} {r['rps']:>8.0f} {r['p50']:>7.2f} {r['p99']:>7.2f} {r['non2xx']:>8.0f} "
-              f"{r['rss']:>7.1f} {r['anon']:>10.1f}")
+              f"{r['rss']:>7.1f} {r['anon']:>10.1f} {cpu}")
     bare = results["bare sanic"]["rps"]
     print(f"ratio gateway / bare sanic: {results['gateway']['rps'] / bare:.2f} (target >= 0.70)")
     print(f"ratio parse only / bare sanic: {results['parse only']['rps'] / bare:.2f} "

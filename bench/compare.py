@@ -11,7 +11,6 @@ hits all three in the same round; the medians of the per-round ratios are the re
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import subprocess
@@ -26,6 +25,7 @@ from bench_gateway import (  # noqa: E402
     _stop,
     _wait,
     bare_command,
+    cpu_ticks,
     drain,
     gateway_config,
     gateway_extra,
@@ -33,29 +33,10 @@ from bench_gateway import (  # noqa: E402
     serve_command,
     setup,
     start_server,
+    worker_us_per_request,
     wrk_missing,
 )
 from gatewayproc import free_port  # noqa: E402
-
-
-def cpu_ticks(pid: int) -> dict[int, int]:
-    """user + system clock ticks of every process in `pid`'s process group."""
-    out = subprocess.run(["pgrep", "-g", str(os.getpgid(pid))], capture_output=True, text=True).stdout.split()
-    ticks = {}
-    for p in out:
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        ticks[int(p)] = int(fields[11]) + int(fields[12])
-    return ticks
-
-
-def worker_us_per_request(before: dict[int, int], after: dict[int, int], requests: float) -> float:
-    """CPU µs per request of the busiest process (the HTTP worker, with one worker)."""
-    hz = os.sysconf("SC_CLK_TCK")
-    busiest = max(after[p] - before.get(p, 0) for p in after)
-    return busiest / hz * 1e6 / max(requests, 1.0)
 
 
 def main() -> int:
