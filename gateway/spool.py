@@ -3,7 +3,8 @@
 Each worker appends the rows it accepts to its own append-only segment file under
 `<data_dir>/spool/` *before* the HTTP answer is sent (one `write(2)` per request, so a killed
 process loses nothing the kernel has; `fsync` runs on a short interval, or per request with
-`fsync = "always"`, for power loss). A shipper moves whole segments to the sink and deletes a
+`fsync = "always"`, for power loss). The interval fsync and the closing of segments run in a
+thread of their own, so requests are not held up while the disk flushes. A shipper moves whole segments to the sink and deletes a
 segment only after the sink has acknowledged every row in it. Sinks are idempotent on
 `event_id`, so delivery is at-least-once and a replay never duplicates a row.
 
@@ -28,7 +29,7 @@ import struct
 import time
 import zlib
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -254,6 +255,11 @@ class Spool:
         self._dirty = False
         self._disk_bytes = 0  # segments on disk: refreshed from the directory, raised on rotation
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shipper")
+        # fsync takes milliseconds; run on the event loop it holds up every request meanwhile.
+        # Once started, the interval fsync and the closing of full or old segments run here
+        # (one thread: segments become ready in the order they were written).
+        self._syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool-sync")
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
         self._wake = asyncio.Event()
@@ -290,6 +296,25 @@ class Spool:
             self._path.unlink(missing_ok=True)
         self._path = None
 
+    def _hand_off_segment(self) -> None:
+        """Start a new segment now and let the sync thread fsync, close and mark the old one
+        ready (then wake the ship loop). Counted on disk at once, as in `_close_segment`."""
+        fd, path, size = self._fd, self._path, self._size
+        sync = self._dirty or self.fsync_mode != "never"
+        self._disk_bytes += size
+        self._dirty = False
+        self._open_segment()
+        if path is not None:
+            self._syncer.submit(_finish_segment, fd, path, size > 0, sync).add_done_callback(self._segment_finished)
+
+    def _segment_finished(self, done: Future[None]) -> None:  # in the sync thread
+        exc = done.exception()
+        if exc is not None:  # left as .open: `recover()` makes it ready at the next start
+            log.error("closing a spool segment failed: %s", exc)
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._wake.set)
+
     def has_room(self) -> bool:
         return self._disk_bytes + self._size < self.max_disk_bytes
 
@@ -307,9 +332,13 @@ class Spool:
         else:
             self._dirty = True
         if self._size >= self.segment_bytes:
-            self.rotate()
+            if self._loop is not None:
+                self._hand_off_segment()
+            else:
+                self.rotate()
 
     def rotate(self) -> None:
+        """Close the open segment (fsync, mark it ready) in this thread and start a new one."""
         self._close_segment()
         self._open_segment()
         self._wake.set()
@@ -317,7 +346,7 @@ class Spool:
     # --- background --------------------------------------------------------------------------
 
     def start(self) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._tick(), name="spool-tick"))
         if self.ship_in_background:
             self._tasks.append(loop.create_task(self._ship_loop(), name="spool-ship"))
@@ -329,14 +358,20 @@ class Spool:
             self._tasks.append(asyncio.get_running_loop().create_task(self._ship_loop(), name="spool-ship"))
 
     async def _tick(self) -> None:
-        """fsync on the interval; close a segment once it is old enough to ship."""
+        """fsync on the interval; close a segment once it is old enough to ship. Both in the
+        sync thread: appends go on meanwhile, and the next interval covers what they wrote."""
+        loop = asyncio.get_running_loop()
         while not self._closing:
             await asyncio.sleep(min(self.fsync_interval, self.segment_seconds))
-            if self._dirty and self._fd >= 0 and self.fsync_mode == "interval":
-                os.fsync(self._fd)  # a few ms at most on a small file; keeps the loop simple
-                self._dirty = False
-            if self._size and time.monotonic() - self._opened >= self.segment_seconds:
-                self.rotate()
+            try:
+                if self._size and time.monotonic() - self._opened >= self.segment_seconds:
+                    self._hand_off_segment()  # its fsync covers this interval's writes
+                elif self._dirty and self._fd >= 0 and self.fsync_mode == "interval":
+                    self._dirty = False
+                    # A duplicate descriptor: the segment may be closed while this one syncs.
+                    await loop.run_in_executor(self._syncer, _fsync_and_close, os.dup(self._fd))
+            except OSError as exc:  # a failing disk: say so, keep ticking
+                log.error("spool fsync failed: %s", exc)
 
     async def _ship_loop(self) -> None:
         backoff = 0.0
@@ -381,6 +416,7 @@ class Spool:
         self._wake.set()
         await _cancel(self._tasks)
         self._close_segment()
+        self._syncer.shutdown(wait=True)  # the segments handed off before are ready now
         loop = asyncio.get_running_loop()
         ok = False
         for i in range(attempts):
@@ -394,6 +430,26 @@ class Spool:
         self._executor.shutdown(wait=True)
         self.sink.close()
         return ok
+
+
+def _fsync_and_close(fd: int) -> None:
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _finish_segment(fd: int, path: Path, has_rows: bool, sync: bool) -> None:
+    """fsync (if asked), close, and mark a segment ready (or delete it when it is empty)."""
+    try:
+        if sync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    if has_rows:
+        os.replace(path, path.with_suffix(".ready"))
+    else:
+        path.unlink(missing_ok=True)
 
 
 async def _cancel(tasks: Sequence[asyncio.Task[None]]) -> None:

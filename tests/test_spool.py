@@ -128,6 +128,66 @@ def test_close_ships_everything_and_closes_the_sink(tmp_path: Path) -> None:
     assert os.listdir(tmp_path) == []
 
 
+def test_a_started_spool_syncs_and_closes_segments_off_the_event_loop(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """fsync takes milliseconds: once started, neither the interval fsync nor closing a full
+    or old segment may run on the loop's thread, and every row still arrives, in order."""
+    import threading
+
+    synced_on: list[str] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        synced_on.append(threading.current_thread().name)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    sink = ListSink()
+
+    async def main() -> None:
+        sp = Spool(tmp_path, sink, segment_bytes=300, segment_seconds=0.05, fsync_interval=0.01)
+        sp.start()
+        for i in range(30):
+            sp.append(rows(1, i))  # about 100 bytes each: a full segment every third append
+            await asyncio.sleep(0.003)
+        deadline = asyncio.get_running_loop().time() + 5
+        while len(sink.rows) < 30 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)
+        loop_thread = threading.current_thread().name
+        assert synced_on and loop_thread not in synced_on
+        synced_on.clear()
+        sp.append(rows(1, 30))
+        assert await sp.close()
+        assert synced_on == [loop_thread]  # closing at stop is the one fsync left on the loop
+
+    asyncio.run(main())
+    assert sink.rows == rows(31)
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_segment_whose_close_fails_is_left_for_the_next_start(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    sink = ListSink()
+
+    def failing_fsync(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    async def main() -> None:
+        sp = Spool(tmp_path, sink, segment_bytes=50, segment_seconds=60)
+        sp.start()
+        monkeypatch.setattr(os, "fsync", failing_fsync)
+        sp.append(rows(1))  # full: handed off, and its fsync fails
+        await asyncio.sleep(0.2)
+        monkeypatch.undo()
+        assert await sp.close()
+
+    asyncio.run(main())
+    assert sink.rows == []
+    [left] = list(tmp_path.glob("*.open"))
+    assert recover(tmp_path) == 1
+    assert read_segment(left.with_suffix(".ready")).rows == rows(1)
+
+
 def test_two_spools_never_ship_the_same_segment(tmp_path: Path) -> None:
     a_sink, b_sink = ListSink(), ListSink()
     a, b = Spool(tmp_path, a_sink), Spool(tmp_path, b_sink)
