@@ -140,7 +140,8 @@ class WorkerState:
         self.pipeline = Pipeline(sites=lambda: self.sites, salts=self.salts, metrics=self.metrics,
                                  chain=self.chain, pre_site=self.spam.check_any_site,
                                  event_columns=self.columns.for_event,
-                                 rate_limit=self._rate_limit, velocity=self._velocity)
+                                 rate_limit=self._rate_limit, velocity=self._velocity,
+                                 on_new_salt=self.clients.clear)
         self.script = self._load_script()
         self._tasks: list[asyncio.Task[None]] = []
         self._started = time.time()
@@ -183,8 +184,11 @@ class WorkerState:
                 # every request is answered from the memo, without a lookup to notice it.
                 self.geo.refresh_if_due()
                 self.clients.follow(self.geo.generation)
-                for kind in self.lists.maybe_reload():
+                reloaded = self.lists.maybe_reload()
+                for kind in reloaded:
                     log.info("shield list %s reloaded", kind)
+                if reloaded:  # remembered clients carry verdicts from the old lists
+                    self.clients.clear()
                 if self._list_refresh_enabled and not self._refreshing and time.time() >= self._next_list_refresh:
                     self._refreshing = True
                     loop.run_in_executor(None, self._refresh_lists)

@@ -9,13 +9,17 @@ LRU keyed by the header values themselves. Addresses and User-Agents stay in thi
 process's memory only, as in the resolver's and the geo reader's own caches.
 
 A replaced geo database changes the answers: the owner calls `follow(generation)` (the worker's
-housekeeping does, once a second) and the memo empties when the generation moved.
+housekeeping does, once a second) and the memo empties when the generation moved. Remembered
+contexts also carry a `memo` of their own, where the shield chain keeps client-only verdicts and
+the pipeline visitor ids: the owner calls `clear()` when shield lists are reloaded, and the
+pipeline when the salt rotates.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import lru_cache
+from typing import Any
 
 from gateway.client_ip import ClientIPResolver
 from gateway.enrich import RowColumns
@@ -44,7 +48,7 @@ class ClientMemo:
         self._resolver = resolver
         self._geo = geo
         self._columns = columns
-        self._cached = lru_cache(maxsize=size)(self._fresh)
+        self._cached = lru_cache(maxsize=size)(self._remembered)
         self._generation = geo.generation
         self.cache_info = self._cached.cache_info
 
@@ -63,13 +67,22 @@ class ClientMemo:
             return self._fresh(peer, xff, ip_type, cf, real_ip, ua)
         return self._cached(peer, xff, ip_type, cf, real_ip, ua)  # type: ignore[no-any-return]
 
+    def _remembered(self, peer: str, xff: str | None, ip_type: str | None, cf: str | None,
+                    real_ip: str | None, ua: str) -> Client:
+        return self._fresh(peer, xff, ip_type, cf, real_ip, ua, {})
+
     def _fresh(self, peer: str, xff: str | None, ip_type: str | None, cf: str | None,
-               real_ip: str | None, ua: str) -> Client:
+               real_ip: str | None, ua: str, memo: dict[Any, Any] | None = None) -> Client:
         given = {name: value for name, value in zip(HEADERS, (xff, ip_type, cf, real_ip, ua)) if value is not None}
         ip, kind = self._resolver.resolve(peer, given)
         location, asn = self._geo.locate(ip, kind)
-        return (ClientContext(ip, ua, kind, location.country_code or None, asn),
+        return (ClientContext(ip, ua, kind, location.country_code or None, asn, memo),
                 self._columns.for_client(ua, location))
+
+    def clear(self) -> None:
+        """Forget every client: call when answers kept with the contexts (`ClientContext.memo`)
+        no longer hold, e.g. after shield lists were reloaded or the salt rotated."""
+        self._cached.cache_clear()
 
     def follow(self, generation: int) -> None:
         """Forget every client if the geo data changed since the last call."""

@@ -71,6 +71,11 @@ def _no_chain(event: Event, client: ClientContext, site: SiteConfig) -> tuple[Ve
     return None, ()
 
 
+# Entries a reused client context keeps (client-only verdicts and visitor ids) before its memo
+# starts afresh: a few are enough for one visitor, and a client cannot grow it without bound.
+MAX_CLIENT_MEMO = 32
+
+
 class _Clock:
     """UTC timestamp text, truncated to the second, formatted once per second."""
 
@@ -100,6 +105,7 @@ class Pipeline:
         event_columns: EventColumnsOf,
         rate_limit: Callable[[SiteConfig], float | None] | None = None,
         velocity: Callable[[SiteConfig, int], bool] | None = None,
+        on_new_salt: Callable[[], None] | None = None,
     ) -> None:
         self._sites = sites
         self._salts = salts
@@ -109,6 +115,10 @@ class Pipeline:
         self._event_columns = event_columns
         self._rate_limit = rate_limit
         self._velocity = velocity
+        # Called when the salt changes, so that whoever keeps client contexts drops the visitor
+        # ids in their memos (gateway/clients.py); the contexts must not outlive the salt.
+        self._on_new_salt = on_new_salt
+        self._salt = b""
         self._clock = _Clock()
 
     def process(self, events: Sequence[Event], client: ClientContext,
@@ -121,6 +131,13 @@ class Pipeline:
         timestamp = self._clock.now()
         sites = self._sites()
         salt, _previous = self._salts.salts()
+        ids = client.memo
+        if salt != self._salt:
+            self._salt = salt
+            if ids:
+                ids.clear()  # this client's context was looked up before the news
+            if self._on_new_salt is not None:
+                self._on_new_salt()
         metrics = self._metrics
         for event in events:
             site = sites.get(event.domain)
@@ -136,7 +153,18 @@ class Pipeline:
                 out.dropped.append((label, verdict.reason))
                 continue
             assert site is not None
-            user_id = visitor_id(salt, client.user_agent, client.ip, site.domain, event.hostname)
+            if ids is None:
+                user_id = visitor_id(salt, client.user_agent, client.ip, site.domain, event.hostname)
+            else:  # a reused client context: its visitor id per site and hostname is kept in it
+                id_key = (site.domain, event.hostname)
+                kept: int | None = ids.get(id_key)
+                if kept is None:
+                    user_id = visitor_id(salt, client.user_agent, client.ip, site.domain, event.hostname)
+                    if len(ids) >= MAX_CLIENT_MEMO:
+                        ids.clear()  # one client on many sites or hostnames: start afresh
+                    ids[id_key] = user_id
+                else:
+                    user_id = kept
             if self._velocity is not None and not self._velocity(site, user_id):
                 metrics.dropped[(key, DropReason.VELOCITY.value)] += 1
                 out.dropped.append((key, DropReason.VELOCITY))

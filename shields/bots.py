@@ -412,6 +412,7 @@ class VerificationAgentShield:
     """Drops the gateway's own verification agent, so installation checks never count as visits."""
 
     reason = DropReason.VERIFICATION_AGENT
+    client_only = True
 
     def __init__(self, user_agent: str = VERIFICATION_AGENT_UA) -> None:
         self.user_agent = user_agent

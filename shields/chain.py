@@ -83,6 +83,7 @@ class _Step(NamedTuple):
     check: Callable[[Event, ClientContext, SiteConfig], Verdict | None]
     ip_based: bool
     report_only: bool  # the site lists this reason under report_only
+    memo_key: Shield | None  # the shield, when its verdict depends on the client alone
 
 
 def _plan(chain: Sequence[Shield], site: SiteConfig) -> tuple[tuple[_Step, ...], bool]:
@@ -100,24 +101,34 @@ def _plan(chain: Sequence[Shield], site: SiteConfig) -> tuple[tuple[_Step, ...],
         applies = getattr(shield, "applies", None)
         if applies is not None and not applies(site):
             continue
-        steps.append(_Step(shield.check, getattr(shield, "ip_based", False), reason in rules.report_only))
+        steps.append(_Step(shield.check, getattr(shield, "ip_based", False), reason in rules.report_only,
+                           shield if getattr(shield, "client_only", False) else None))
     return tuple(steps), bool(compiled_rules(site).ip_allow)
 
 
 _PASSED = ChainResult(None, ())
+_UNSET = object()
 
 
 def _run(steps: tuple[_Step, ...], has_allowlist: bool, event: Event, client: ClientContext,
          site: SiteConfig) -> ChainResult:
     would: list[Verdict] = []
     allowlisted: bool | None = None if has_allowlist else False  # looked up once, if needed
-    for check, ip_based, report_only in steps:
+    memo = client.memo
+    for check, ip_based, report_only, memo_key in steps:
         if ip_based:
             if allowlisted is None:
                 allowlisted = ip_allowlisted(client, site)
             if allowlisted:
                 continue
-        verdict = check(event, client, site)
+        if memo_key is None or memo is None:
+            verdict = check(event, client, site)
+        else:
+            # A client-only shield's raw verdict, kept with a reused client context. The site's
+            # switches (allowlist above, report-only below) still apply on every event.
+            verdict = memo.get(memo_key, _UNSET)
+            if verdict is _UNSET:
+                verdict = memo[memo_key] = check(event, client, site)
         if verdict is None:
             continue
         if verdict.report_only or report_only:
@@ -158,10 +169,6 @@ class ShieldChain:
         return _run(steps, has_allowlist, event, client, site)
 
     def explain(self, event: Event, client: ClientContext, site: SiteConfig) -> list[ShieldReport]:
-        return explain(self.shields, event, client, site)
-
-
-def explain(self, event: Event, client: ClientContext, site: SiteConfig) -> list[ShieldReport]:
         return explain(self.shields, event, client, site)
 
 

@@ -242,6 +242,7 @@ class DatacenterShield:
 
     reason = DropReason.DC_IP
     ip_based = True
+    client_only = True
 
     def __init__(self, lists: LiveLists) -> None:
         self.lists = lists
@@ -261,6 +262,7 @@ class ThreatShield:
 
     reason = DropReason.THREAT_IP
     ip_based = True
+    client_only = True
 
     def __init__(self, lists: LiveLists) -> None:
         self.lists = lists

@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # annotation only: model.py imports nothing outside the standard library at run time
     from shields.rules import CompiledRules
@@ -83,6 +83,11 @@ class ClientContext:
     ip_type: str | None = None  # x-plausible-ip-type from a trusted proxy: dc_ip, threat_ip, anonymous_vpn_ip
     country_code: str | None = None  # filled from geo/ before the shields run
     asn: int | None = None
+    # Answers worked out for this client that hold as long as its context is reused: the
+    # verdicts of shields that look at the client alone (`client_only`), visitor ids. None: a
+    # one-off context, nothing is kept. Whoever reuses contexts empties it when those answers
+    # change (gateway/clients.py: lists reloaded, salt rotated).
+    memo: dict[Any, Any] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

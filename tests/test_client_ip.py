@@ -120,6 +120,20 @@ def test_clients_with_long_headers_are_worked_out_but_not_remembered(tmp_path: P
     headers = {"x-forwarded-for": "81.2.69.7", "user-agent": "x" * MAX_KEY_CHARS}
     assert _answer(memo, "10.0.0.1", headers) == _direct(geo, "10.0.0.1", headers)
     assert memo.cache_info().currsize == 0
+    # a one-off context keeps no answers; a remembered one has a memo of its own
+    assert memo("10.0.0.1", headers)[0].memo is None
+    assert memo(*CASES[0])[0].memo == {}
+
+
+def test_clear_forgets_every_client_and_their_kept_answers(tmp_path: Path) -> None:
+    geo = GeoEnricher(GeoReader(_geo(tmp_path / "city.mmdb", "GB"), reload_check_seconds=None))
+    memo = ClientMemo(TRUSTED, geo, COLUMNS)
+    before = memo(*CASES[0])[0]
+    assert before.memo is not None
+    before.memo["kept"] = 1
+    memo.clear()
+    after = memo(*CASES[0])[0]
+    assert after is not before and after.memo == {} and memo.cache_info().currsize == 1
 
 
 def test_a_replaced_geo_database_empties_the_memo(tmp_path: Path) -> None:

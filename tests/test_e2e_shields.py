@@ -86,6 +86,20 @@ def test_an_updated_list_file_is_picked_up_without_a_restart(start_gateway: Call
         time.sleep(0.5)
 
 
+def test_a_remembered_client_meets_an_updated_datacenter_list(start_gateway: Callable[..., Gateway],
+                                                               tmp_path: Path) -> None:
+    # The worker keeps a client's datacenter verdict with the client: a reloaded list must
+    # still reach a client it has already seen.
+    gw = _gateway(start_gateway, tmp_path)
+    assert gw.post(_event(), ip="203.0.113.77", ua=CHROME).json() == {"accepted": 1}
+    assert gw.post(_event(), ip="203.0.113.77", ua=CHROME).json() == {"accepted": 1}
+    _lists(tmp_path / "gw", dc="198.18.0.0/15\n203.0.113.0/24\n")
+    deadline = time.monotonic() + 15
+    while gw.post(_event(), ip="203.0.113.77", ua=CHROME).json() != {"accepted": 0, "dropped": 1}:
+        assert time.monotonic() < deadline, "the remembered client kept its old verdict"
+        time.sleep(0.5)
+
+
 def test_explain_prints_every_shields_decision(tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "gw", sites=SITES)
     _lists(tmp_path / "gw")

@@ -128,3 +128,37 @@ def test_root_domain_keeps_ip_literals_and_none() -> None:
     assert root_domain("192.0.2.1") == "192.0.2.1"
     assert root_domain("(none)") == "(none)"
     assert root_domain("a.b.example.co.uk") == "example.co.uk"
+
+
+def test_a_reused_client_context_keeps_its_visitor_id_only_until_the_salt_rotates(tmp_path: Path) -> None:
+    from gateway.config import Sites
+    from gateway.enrich import RowColumns
+    from gateway.metrics import Metrics
+    from gateway.pipeline import Pipeline
+    from gateway.schema import INDEX
+    from shields.model import ClientContext, Event, SiteConfig
+
+    clock = FakeClock(100 * DAY + 10)
+    salts = FileSaltStore(tmp_path / "salts", clock=clock)
+    site = SiteConfig(domain="site.test")
+    told: list[int] = []
+    pipeline = Pipeline(sites=lambda: Sites({"site.test": site}, (site,)), salts=salts,
+                        metrics=Metrics(tmp_path), event_columns=RowColumns(cache_size=16).for_event,
+                        on_new_salt=lambda: told.append(1))
+    ua, ip = "Mozilla/5.0 Firefox/131.0", ipaddress.ip_address("203.0.113.9")
+    kept = ClientContext(ip, ua, memo={})
+
+    def user_id(hostname: str = "site.test") -> int:
+        e = Event(name="pageview", domain="site.test", url=f"https://{hostname}/", hostname=hostname, pathname="/")
+        [row] = pipeline.process([e], kept).rows
+        return int(row[INDEX["user_id"]])
+
+    first = user_id()
+    assert told == [1]  # the first salt seen counts as new
+    assert first == visitor_id(salts.salts()[0], ua, ip, "site.test", "site.test")
+    assert user_id() == first and kept.memo == {("site.test", "site.test"): first}
+    assert user_id("blog.site.test") == first  # same registrable domain, same visitor
+    clock.t = 101 * DAY + 5
+    rotated = user_id()
+    assert rotated != first and rotated == visitor_id(salts.salts()[0], ua, ip, "site.test", "site.test")
+    assert told == [1, 1] and kept.memo == {("site.test", "site.test"): rotated}

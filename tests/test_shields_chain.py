@@ -158,6 +158,28 @@ def test_shield_chain_plans_per_site_object_and_follows_a_reloaded_site(chain: t
             assert reason(runner(e, c, s)) == expected == reason(run_chain(chain, e, c, s))
 
 
+def test_a_reused_client_keeps_its_client_only_verdicts_and_each_site_still_applies_its_switches() -> None:
+    lists = LiveLists(datacenter_ips=IntervalSet.from_lines(["203.0.113.0/24"]))
+    runner = ShieldChain(default_chain(lists, BotMatcher.default()))
+    kept = client("203.0.113.1", memo={})
+    plain = client("203.0.113.1")
+    assert reason(runner(event(), kept, site())) == "dc_ip"
+    assert [k.reason for k in kept.memo] == [DropReason.VERIFICATION_AGENT, DropReason.DC_IP]  # type: ignore[union-attr]
+    # the kept verdict still meets each site's allowlist, report-only and switches
+    assert reason(runner(event(), kept, site(ip_allowlist=["203.0.113.1"]))) is None
+    dropped, would = runner(event(), kept, site(report_only=["dc_ip"]))
+    assert dropped is None and [w.reason for w in would] == [DropReason.DC_IP]
+    assert reason(runner(event(), kept, site(disabled=["dc_ip"]))) is None
+    # a reloaded list reaches a one-off context at once, a reused one once its memo is emptied
+    lists.datacenter_ips = IntervalSet()
+    assert reason(runner(event(), plain, site())) is None
+    assert reason(runner(event(), kept, site())) == "dc_ip"
+    kept.memo.clear()  # type: ignore[union-attr]
+    assert reason(runner(event(), kept, site())) is None
+    # the event-dependent shields are never kept: automation still makes the same client a bot
+    assert reason(runner(event(automation=True), kept, site())) == "bot"
+
+
 def test_explain_lists_every_shield_with_its_outcome(chain: tuple) -> None:
     s = site(ip_allowlist=["203.0.113.5"], disabled=["threat_ip"], report_only=["site_page_blocklist"],
              page_blocklist=["/admin"])
