@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -215,11 +216,11 @@ def serve_command(cfg: Path, port: int) -> list[str]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--seconds", type=int, default=6)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--connections", type=int, default=32)
-    ap.add_argument("--rounds", type=int, default=2,
-                    help="each server is measured this many times, in turn; the best run counts")
+    ap.add_argument("--rounds", type=int, default=6,
+                    help="each server is measured once per round, in an order that rotates every round")
     ap.add_argument("--skip-steps", action="store_true")
     ap.add_argument("--skip-latency", action="store_true")
     args = ap.parse_args()
@@ -247,26 +248,33 @@ def main() -> int:
         for name, (proc, base) in procs.items():
             _wait(base + ("/ready" if name in variants else "/health"), proc)
             run_wrk(base, lua, 2, args.connections)  # warm caches, as in steady state
+            if name in variants:
+                drain(base)
 
         # Every server is up for the whole run (idle ones cost nothing); they are measured in
-        # turn, round after round, so a slow patch of the machine does not favour one of them.
-        results: dict[str, dict[str, float]] = {}
-        for _ in range(args.rounds):
-            for name, (proc, base) in procs.items():
+        # turn, round after round, and the order rotates so that none is always first after a
+        # gateway's backlog has shipped. The machine's speed drifts within seconds: the ratio
+        # that counts is taken within each round, and the median of the rounds is reported.
+        names = list(procs)
+        runs: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+        for i in range(args.rounds):
+            for name in names[i % len(names):] + names[:i % len(names)]:
+                proc, base = procs[name]
                 before = cpu_ticks(proc.pid)
                 r = run_wrk(base, lua, args.seconds, args.connections)
                 r["cpu"] = worker_us_per_request(before, cpu_ticks(proc.pid), r["rps"] * args.seconds)
+                runs[name].append(r)
                 if name in variants:
                     drain(base)  # or the next server's run shares the cores with this shipper
-                if name not in results or r["rps"] > results[name]["rps"]:
-                    results[name] = r
+        results = {name: max(rs, key=lambda r: r["rps"]) for name, rs in runs.items()}
         for name, (proc, _base) in procs.items():
             mem = memory_mb(proc.pid) or [(0.0, 0.0)]
             results[name]["rss"] = max(m[0] for m in mem)
             results[name]["anon"] = max(m[1] for m in mem)
         if not args.skip_latency:
-            # Latency at 80 % of the measured throughput.
-            rate = int(results["gateway"]["rps"] * 0.8)
+            # Latency at 80 % of the gateway's throughput: the median of its rounds, as for the
+            # ratio (its best round may have been a fast patch of the machine).
+            rate = int(statistics.median(r["rps"] for r in runs["gateway"]) * 0.8)
             proc, base = procs["gateway"]
             waited = drain(base)
             print(f"spool backlog of the throughput runs shipped in {waited:.1f} s before the latency run")
@@ -279,19 +287,27 @@ def main() -> int:
             _stop(proc)
 
     print(f"\nthroughput: {args.workers} worker(s), {args.connections} connections, {args.seconds}s each, "
-          f"best of {args.rounds} round(s), wrk -t1 on loopback")
+          f"{args.rounds} round(s), wrk -t1 on loopback; each server's best run")
     print(f"{'server':<34} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'non-2xx':>8} {'RSS MB':>7} {'private MB':>10} "
           f"{'worker CPU µs/req':>17}")
     for name, r in results.items():
         cpu = f"{r['cpu']:>17.1f}" if "cpu" in r else f"{'':>17}"
         print(f"{name:<34} {r['rps']:>8.0f} {r['p50']:>7.2f} {r['p99']:>7.2f} {r['non2xx']:>8.0f} "
               f"{r['rss']:>7.1f} {r['anon']:>10.1f} {cpu}")
-    bare = results["bare sanic"]["rps"]
-    print(f"ratio gateway / bare sanic: {results['gateway']['rps'] / bare:.2f} (target >= 0.70)")
-    print(f"ratio parse only / bare sanic: {results['parse only']['rps'] / bare:.2f} "
-          "(the gateway's body parser and nothing else)")
-    print(f"ratio durable spool / memory buffer: {results['gateway']['rps'] / results['memory buffer']['rps']:.2f} "
-          "(the cost of a 202 meaning 'on disk')")
+
+    def ratio(name: str, of: str = "bare sanic", key: str = "rps") -> str:
+        """The median over rounds of name's figure / of's figure in the same round, and the range."""
+        per_round = sorted(a[key] / b[key] for a, b in zip(runs[name], runs[of]))
+        return (f"{statistics.median(per_round):.2f} (rounds {per_round[0]:.2f} to {per_round[-1]:.2f}; "
+                f"best runs {results[name][key] / results[of][key]:.2f})")
+
+    print(f"\nratios of req/s within each round, median of {args.rounds}:")
+    print(f"gateway / bare sanic: {ratio('gateway')} (target >= 0.70)")
+    print(f"parse only / bare sanic: {ratio('parse only')} (the gateway's body parser and nothing else)")
+    print(f"durable spool / memory buffer: {ratio('gateway', 'memory buffer')} (the cost of a 202 meaning 'on disk')")
+    cpu = sorted(b["cpu"] / g["cpu"] for b, g in zip(runs["bare sanic"], runs["gateway"]))
+    print(f"bare sanic's worker CPU per request / the gateway's: {statistics.median(cpu):.2f} "
+          f"(rounds {cpu[0]:.2f} to {cpu[-1]:.2f})")
 
     if not args.skip_steps:
         import bench_steps
