@@ -21,6 +21,8 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
+from multidict import istr
+
 from gateway.client_ip import ClientIPResolver
 from gateway.enrich import RowColumns
 from gateway.geoip import GeoEnricher
@@ -29,6 +31,10 @@ from shields.model import ClientContext
 
 # Every header `ClientIPResolver.resolve` or the context reads, in the order of the key.
 HEADERS = ("x-forwarded-for", "x-plausible-ip-type", "cf-connecting-ip", "x-real-ip", "user-agent")
+# The same names as multidict's case-insensitive strings: Sanic's request headers are a
+# CIMultiDict, which folds a plain str key's case on every lookup but not an istr's. They are
+# equal to, and hash like, the plain names, so a plain dict of headers works as well.
+_XFF, _IP_TYPE, _CF, _REAL_IP, _UA = (istr(name) for name in HEADERS)
 # Requests whose key would be longer than this (a long proxy chain, a padded User-Agent) are
 # worked out afresh and not remembered: they are rare, and would make the memo's size unbounded
 # in bytes.
@@ -54,15 +60,12 @@ class ClientMemo:
 
     def __call__(self, peer: str, headers: Mapping[str, str]) -> Client:
         get = headers.get
-        xff = get("x-forwarded-for")
-        ip_type = get("x-plausible-ip-type")
-        cf = get("cf-connecting-ip")
-        real_ip = get("x-real-ip")
-        ua = get("user-agent") or ""
-        size = len(peer) + len(ua)
-        for value in (xff, ip_type, cf, real_ip):
-            if value is not None:
-                size += len(value)
+        xff = get(_XFF)
+        ip_type = get(_IP_TYPE)
+        cf = get(_CF)
+        real_ip = get(_REAL_IP)
+        ua = get(_UA) or ""
+        size = len(peer) + len(ua) + len(xff or "") + len(ip_type or "") + len(cf or "") + len(real_ip or "")
         if size > MAX_KEY_CHARS:
             return self._fresh(peer, xff, ip_type, cf, real_ip, ua)
         return self._cached(peer, xff, ip_type, cf, real_ip, ua)  # type: ignore[no-any-return]

@@ -114,6 +114,16 @@ def test_the_memo_answers_what_the_resolver_and_geo_answer(tmp_path: Path) -> No
     assert memo(*CASES[0])[0] is memo("10.0.0.1", dict(CASES[0][1]))[0]
 
 
+def test_the_memo_reads_headers_in_any_case_from_sanics_header_type(tmp_path: Path) -> None:
+    from sanic.compat import Header
+
+    geo = GeoEnricher(GeoReader(_geo(tmp_path / "city.mmdb", "GB"), reload_check_seconds=None))
+    memo = ClientMemo(TRUSTED, geo, COLUMNS)
+    for peer, headers in CASES:
+        titled = Header([(name.title(), value) for name, value in headers.items()])
+        assert _answer(memo, peer, titled) == _direct(geo, peer, headers), (peer, headers)
+
+
 def test_clients_with_long_headers_are_worked_out_but_not_remembered(tmp_path: Path) -> None:
     geo = GeoEnricher(GeoReader(_geo(tmp_path / "city.mmdb", "GB"), reload_check_seconds=None))
     memo = ClientMemo(TRUSTED, geo, COLUMNS)
