@@ -114,7 +114,7 @@ def test_sigkill_under_load_loses_no_accepted_event_and_duplicates_none(tmp_path
     spool = cfg.parent / "data" / "spool"
     assert any(spool.iterdir()), "the kills should have left unshipped segments behind"
     gw = Gateway(cfg, workers=2).start()
-    assert gw.stop(signal.SIGTERM) == 0
+    assert gw.stop(signal.SIGTERM) == 0, gw.log()[-4000:]
     gw.client.close()
     counts = _seqs(gw.rows())
     missing = acked - set(counts)
