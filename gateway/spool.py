@@ -4,9 +4,10 @@ Each worker appends the rows it accepts to its own append-only segment file unde
 `<data_dir>/spool/` *before* the HTTP answer is sent (one `write(2)` per request, so a killed
 process loses nothing the kernel has; `fsync` runs on a short interval, or per request with
 `fsync = "always"`, for power loss). The interval fsync and the closing of segments run in a
-thread of their own, so requests are not held up while the disk flushes. A shipper moves whole segments to the sink and deletes a
-segment only after the sink has acknowledged every row in it. Sinks are idempotent on
-`event_id`, so delivery is at-least-once and a replay never duplicates a row.
+thread of their own, so requests are not held up while the disk flushes. A shipper moves whole
+segments to the sink and deletes a segment only after the sink has acknowledged every row in
+it. Sinks are idempotent on `event_id`, so delivery is at-least-once and a replay never
+duplicates a row.
 
 Segment life cycle (file names carry the state, so a rename is a state change):
 
@@ -279,33 +280,29 @@ class Spool:
         self._opened = time.monotonic()
         self._size = 0
 
-    def _close_segment(self) -> None:
+    def _take_segment(self) -> tuple[int, Path, bool, bool] | None:
+        """Detach the open segment: (descriptor, path, has rows, needs an fsync), for
+        `_finish_segment`. Its bytes count as on disk from now on, not from the shipper's next
+        look: a shipper stuck on a slow sink must not let the backlog grow past the budget unseen."""
         if self._fd < 0 or self._path is None:
-            return
-        if self._dirty or self.fsync_mode != "never":
-            os.fsync(self._fd)
-            self._dirty = False
-        os.close(self._fd)
-        self._fd = -1
-        if self._size:
-            os.replace(self._path, self._path.with_suffix(".ready"))
-            # Counted now, not at the shipper's next look: a shipper stuck on a slow sink must
-            # not let the backlog grow past the budget unseen.
-            self._disk_bytes += self._size
-        else:
-            self._path.unlink(missing_ok=True)
-        self._path = None
+            return None
+        taken = (self._fd, self._path, self._size > 0, self._dirty or self.fsync_mode != "never")
+        self._disk_bytes += self._size
+        self._fd, self._path, self._dirty = -1, None, False
+        return taken
+
+    def _close_segment(self) -> None:
+        taken = self._take_segment()
+        if taken is not None:
+            _finish_segment(*taken)
 
     def _hand_off_segment(self) -> None:
         """Start a new segment now and let the sync thread fsync, close and mark the old one
-        ready (then wake the ship loop). Counted on disk at once, as in `_close_segment`."""
-        fd, path, size = self._fd, self._path, self._size
-        sync = self._dirty or self.fsync_mode != "never"
-        self._disk_bytes += size
-        self._dirty = False
+        ready (then wake the ship loop)."""
+        taken = self._take_segment()
         self._open_segment()
-        if path is not None:
-            self._syncer.submit(_finish_segment, fd, path, size > 0, sync).add_done_callback(self._segment_finished)
+        if taken is not None:
+            self._syncer.submit(_finish_segment, *taken).add_done_callback(self._segment_finished)
 
     def _segment_finished(self, done: Future[None]) -> None:  # in the sync thread
         exc = done.exception()
