@@ -115,10 +115,7 @@ def parse_body(raw: bytes, max_batch: int = 100) -> ParseResult:
     except orjson.JSONDecodeError:  # also invalid UTF-8, lone surrogates, NaN, nesting > 1024
         return ParseResult(error={"request": [_UNPARSABLE]})
     if isinstance(value, dict):
-        parsed = parse_event(value)
-        if isinstance(parsed, dict):
-            return ParseResult(items=[ParsedItem(0, [], parsed)])
-        return ParseResult(items=[ParsedItem(0, parsed)])
+        return ParseResult(items=[_item(0, value)])
     if isinstance(value, list):
         if not value:
             return ParseResult(error={"request": [_EMPTY_BATCH]}, is_batch=True)
