@@ -22,7 +22,7 @@ def create_app(parse: bool = False) -> Sanic:
     app.config.ACCESS_LOG = False
     app.config.MOTD = False
     if parse:
-        from gateway.request import parse_body
+        from gateway.ingest.body import parse_body
 
     @app.post("/api/event")
     async def event(request: Request) -> HTTPResponse:

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from servers import ClickHouseServer
 
 from gateway.schema import COLUMNS
-from gateway.sink_clickhouse import ClickHouseSink, encode_rowbinary
+from gateway.store.clickhouse import ClickHouseSink, encode_rowbinary
 
 BATCH = 10_000
 

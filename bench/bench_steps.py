@@ -23,14 +23,14 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 import mix  # noqa: E402
 
-from gateway.client_ip import ClientIPResolver  # noqa: E402
-from gateway.enrich import RowColumns  # noqa: E402
-from gateway.geoip import GeoEnricher  # noqa: E402
-from gateway.pipeline import NO_LOCATION  # noqa: E402
-from gateway.request import parse_body  # noqa: E402
-from gateway.salts import FileSaltStore  # noqa: E402
-from gateway.spool import encode_record  # noqa: E402
-from gateway.visitor import visitor_id  # noqa: E402
+from gateway.ingest.client_ip import ClientIPResolver  # noqa: E402
+from gateway.enrich.columns import RowColumns  # noqa: E402
+from gateway.enrich.geo import GeoEnricher  # noqa: E402
+from gateway.ingest.pipeline import NO_LOCATION  # noqa: E402
+from gateway.ingest.body import parse_body  # noqa: E402
+from gateway.state.salts import FileSaltStore  # noqa: E402
+from gateway.store.spool import encode_record  # noqa: E402
+from gateway.ingest.visitor import visitor_id  # noqa: E402
 from shields import BotMatcher, ListSettings, ListStore, ShieldChain, SpamReferrerShield, default_chain  # noqa: E402
 from shields.model import ClientContext, SiteConfig  # noqa: E402
 

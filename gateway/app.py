@@ -22,21 +22,21 @@ from sanic.exceptions import NotFound, PayloadTooLarge, SanicException
 from sanic.helpers import has_message_body
 from sanic.response import HTTPResponse
 
-from gateway import request as parsing
-from gateway.client_ip import ClientIPResolver
-from gateway.clients import ClientMemo
+from gateway.ingest import body as parsing
+from gateway.ingest.client_ip import ClientIPResolver
+from gateway.ingest.clients import ClientMemo
 from gateway.config import GatewayConfig, Sites, load_gateway_config, load_sites, sites_fingerprint
-from gateway.enrich import RowColumns
+from gateway.enrich.columns import RowColumns
 from gateway.errors import ConfigError
 from gateway.metrics import Metrics, render
-from gateway.pipeline import Pipeline
-from gateway.geoip import GeoEnricher, open_reader
-from gateway.limits import LocalRateLimiter, VelocityTable
-from gateway.salts import FileSaltStore, SaltStore
-from gateway.shared_redis import open_shared
-from gateway.sinks import open_sink
-from gateway.shipper import STALE_SECONDS, is_stale, status_path
-from gateway.spool import MemoryBuffer, Spool, read_status
+from gateway.ingest.pipeline import Pipeline
+from gateway.enrich.geo import GeoEnricher, open_reader
+from gateway.state.limits import LocalRateLimiter, VelocityTable
+from gateway.state.salts import FileSaltStore, SaltStore
+from gateway.state.shared import open_shared
+from gateway.store.sinks import open_sink
+from gateway.store.shipper import STALE_SECONDS, is_stale, status_path
+from gateway.store.spool import MemoryBuffer, Spool, read_status
 from shields.model import SiteConfig
 
 # Lists older than this since a failed background refresh are tried again (not every second).

@@ -22,12 +22,12 @@ def setup_logging(level: str = "INFO") -> None:
 
 
 def _load(path: str) -> tuple[GatewayConfig, int]:
-    from gateway.shared_redis import open_shared
+    from gateway.state.shared import open_shared
 
     config = load_gateway_config(path)
     sites = load_sites(config.sites_dir)
     from gateway.app import list_settings
-    from gateway.geoip import load_settings
+    from gateway.enrich.geo import load_settings
 
     shared = open_shared(config.sections.get("shared", {}), str(config.source))  # validates [shared]
     if shared is not None:
@@ -40,9 +40,9 @@ def _load(path: str) -> tuple[GatewayConfig, int]:
 def prepare_data_dir(config: GatewayConfig) -> None:
     """Start-up work done once, in the main process, before any worker exists."""
     from gateway.metrics import Metrics
-    from gateway.salts import FileSaltStore
-    from gateway.sink_sqlite import ensure_schema
-    from gateway.spool import recover
+    from gateway.state.salts import FileSaltStore
+    from gateway.store.sqlite import ensure_schema
+    from gateway.store.spool import recover
 
     config.data_dir.mkdir(parents=True, exist_ok=True)
     FileSaltStore(config.data_dir).purge()
@@ -50,8 +50,8 @@ def prepare_data_dir(config: GatewayConfig) -> None:
     if config.sink.type == "sqlite":
         ensure_schema(config.sqlite_path)
     else:
-        from gateway.sink_clickhouse import ClickHouseError
-        from gateway.sinks import open_sink
+        from gateway.store.clickhouse import ClickHouseError
+        from gateway.store.sinks import open_sink
 
         sink = open_sink(config)
         if getattr(sink, "create_schema", False):
@@ -90,7 +90,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 single_process=False)
     shipper = None
     if config.spool.mode == "disk" and config.spool.shipper == "process":
-        from gateway import shipper as shipper_process
+        from gateway.store import shipper as shipper_process
 
         shipper = shipper_process.start(config_path)
     log.info("serving on http://%s:%d with %d worker(s), data in %s", host, port, workers, config.data_dir)
@@ -187,8 +187,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     import orjson
 
     from gateway.app import build_shields
-    from gateway.geoip import GeoEnricher, open_reader
-    from gateway.request import parse_body
+    from gateway.enrich.geo import GeoEnricher, open_reader
+    from gateway.ingest.body import parse_body
     from shields.model import ClientContext
 
     config = _config_or_exit(args.config)

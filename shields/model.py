@@ -86,7 +86,7 @@ class ClientContext:
     # Answers worked out for this client that hold as long as its context is reused: the
     # verdicts of shields that look at the client alone (`client_only`), visitor ids. None: a
     # one-off context, nothing is kept. Whoever reuses contexts empties it when those answers
-    # change (gateway/clients.py: lists reloaded, salt rotated).
+    # change (gateway/ingest/clients.py: lists reloaded, salt rotated).
     memo: dict[Any, Any] | None = field(default=None, compare=False, repr=False)
 
 

@@ -5,10 +5,10 @@ from pathlib import Path
 
 from hypothesis import given, strategies as st
 
-from gateway.client_ip import ClientIPResolver, parse_ip
-from gateway.clients import MAX_KEY_CHARS, ClientMemo
-from gateway.enrich import RowColumns
-from gateway.geoip import GeoEnricher
+from gateway.ingest.client_ip import ClientIPResolver, parse_ip
+from gateway.ingest.clients import MAX_KEY_CHARS, ClientMemo
+from gateway.enrich.columns import RowColumns
+from gateway.enrich.geo import GeoEnricher
 from geo import GeoReader
 from geo.testdb import nested_city_record, write_db
 

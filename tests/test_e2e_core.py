@@ -264,7 +264,7 @@ def test_events_reach_the_sink_while_running(start_gateway: Callable[..., Gatewa
 
 
 def test_workers_ship_themselves_when_the_shipper_process_dies(start_gateway: Callable[..., Gateway]) -> None:
-    from gateway.shipper import STALE_SECONDS
+    from gateway.store.shipper import STALE_SECONDS
 
     gw = start_gateway()
     status = gw.data_dir / "state" / "shipper.json"

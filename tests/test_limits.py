@@ -3,7 +3,7 @@ from __future__ import annotations
 import multiprocessing
 from pathlib import Path
 
-from gateway.limits import LocalRateLimiter, VelocityTable
+from gateway.state.limits import LocalRateLimiter, VelocityTable
 
 
 class Clock:

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.errors import ConfigError
-from gateway.referrer import (
+from gateway.enrich.referrer import (
     KnownSources,
     ReferrerClassifier,
     ReferrerInfo,

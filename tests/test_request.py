@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.request import (
+from gateway.ingest.body import (
     MAX_CACHED_BODY,
     MAX_DOMAINS,
     MAX_ENGAGEMENT_MS,

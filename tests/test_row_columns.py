@@ -6,12 +6,12 @@ import ipaddress
 from pathlib import Path
 
 from gateway.config import Sites
-from gateway.enrich import RowColumns
+from gateway.enrich.columns import RowColumns
 from gateway.metrics import Metrics
-from gateway.pipeline import NO_CLIENT_COLUMNS, NO_LOCATION, Location, Pipeline
-from gateway.salts import FileSaltStore
+from gateway.ingest.pipeline import NO_CLIENT_COLUMNS, NO_LOCATION, Location, Pipeline
+from gateway.state.salts import FileSaltStore
 from gateway.schema import COLUMNS
-from gateway.visitor import visitor_id
+from gateway.ingest.visitor import visitor_id
 from shields.model import ClientContext, Event, SiteConfig
 
 CHROME_WINDOWS = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "

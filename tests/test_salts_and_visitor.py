@@ -4,8 +4,8 @@ import ipaddress
 import multiprocessing
 from pathlib import Path
 
-from gateway.salts import FileSaltStore
-from gateway.visitor import root_domain, visitor_id
+from gateway.state.salts import FileSaltStore
+from gateway.ingest.visitor import root_domain, visitor_id
 
 DAY = 86400.0
 
@@ -132,9 +132,9 @@ def test_root_domain_keeps_ip_literals_and_none() -> None:
 
 def test_a_reused_client_context_keeps_its_visitor_id_only_until_the_salt_rotates(tmp_path: Path) -> None:
     from gateway.config import Sites
-    from gateway.enrich import RowColumns
+    from gateway.enrich.columns import RowColumns
     from gateway.metrics import Metrics
-    from gateway.pipeline import Pipeline
+    from gateway.ingest.pipeline import Pipeline
     from gateway.schema import INDEX
     from shields.model import ClientContext, Event, SiteConfig
 

@@ -16,7 +16,7 @@ import servers
 from servers import RedisServer, missing, redis_command
 
 from gateway.errors import ConfigError
-from gateway.shared_redis import RedisRateLimiter, RedisSaltStore, open_shared
+from gateway.state.shared import RedisRateLimiter, RedisSaltStore, open_shared
 
 redis_server = servers.redis_server  # the module-scoped server fixture from tests/servers.py
 

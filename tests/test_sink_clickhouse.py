@@ -15,7 +15,7 @@ import servers
 from servers import ClickHouseServer, clickhouse_command, missing
 
 from gateway.schema import COLUMNS
-from gateway.sink_clickhouse import (
+from gateway.store.clickhouse import (
     ClickHouseError,
     ClickHouseSink,
     _create_table_sql,
@@ -23,7 +23,7 @@ from gateway.sink_clickhouse import (
     column_types,
     encode_rowbinary,
 )
-from gateway.sink_sqlite import SQLiteSink
+from gateway.store.sqlite import SQLiteSink
 
 clickhouse_server = servers.clickhouse_server  # the module-scoped server fixture from tests/servers.py
 
@@ -339,7 +339,7 @@ def test_schema_view_and_encoding_on_current_clickhouse_in_process(tmp_path: Pat
 def test_config_builds_the_sink_and_names_the_bad_key(monkeypatch: pytest.MonkeyPatch) -> None:
     from gateway.config import SinkConfig
     from gateway.errors import ConfigError
-    from gateway.sink_clickhouse import open_clickhouse_sink
+    from gateway.store.clickhouse import open_clickhouse_sink
 
     monkeypatch.setenv("GW_TEST_CH_PASSWORD", "s3cret")
     cfg = SinkConfig(type="clickhouse", url="http://127.0.0.1:8123/", database="analytics",

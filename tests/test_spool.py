@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from gateway.spool import Spool, encode_record, read_segment, recover
+from gateway.store.spool import Spool, encode_record, read_segment, recover
 
 
 class ListSink:
@@ -200,7 +200,7 @@ def test_two_spools_never_ship_the_same_segment(tmp_path: Path) -> None:
 
 
 def test_shipper_heartbeat_staleness_counts_from_the_workers_start() -> None:
-    from gateway.shipper import STALE_SECONDS, is_stale
+    from gateway.store.shipper import STALE_SECONDS, is_stale
 
     now = 1_000_000.0
     fresh = {"updated": now - 1}

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.useragent import EMPTY_UA_INFO, UAInfo, UAParser
+from gateway.enrich.useragent import EMPTY_UA_INFO, UAInfo, UAParser
 
 EVAL_DIR = Path(__file__).resolve().parents[2] / "shared" / "eval"
 SCREEN_SIZES = {"", "Mobile", "Tablet", "Desktop"}

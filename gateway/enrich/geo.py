@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import ConfigError
-from gateway.pipeline import NO_LOCATION, Location
+from gateway.ingest.pipeline import NO_LOCATION, Location
 from shields.model import IPAddress
 
 log = logging.getLogger("gateway.geo")

@@ -139,7 +139,7 @@ class SegmentShipper:
     """Moves ready segments to the sink, oldest first, deleting each only once the sink has it.
 
     Any number of shippers, in any processes, can work on one spool directory: a segment is
-    claimed by an atomic rename. The gateway runs one in its own process (gateway/shipper.py),
+    claimed by an atomic rename. The gateway runs one in its own process (gateway/store/shipper.py),
     off the workers' event loops; each worker also runs one when it stops, for its last segment.
     """
 

@@ -23,10 +23,10 @@ from typing import Any
 
 from multidict import istr
 
-from gateway.client_ip import ClientIPResolver
-from gateway.enrich import RowColumns
-from gateway.geoip import GeoEnricher
-from gateway.pipeline import ClientColumns
+from gateway.ingest.client_ip import ClientIPResolver
+from gateway.enrich.columns import RowColumns
+from gateway.enrich.geo import GeoEnricher
+from gateway.ingest.pipeline import ClientColumns
 from shields.model import ClientContext
 
 # Every header `ClientIPResolver.resolve` or the context reads, in the order of the key.

@@ -15,7 +15,7 @@ From the raw `referrer` the client sent and the query-string fields already on t
 * `utm_medium` is the tagged medium, or `(gclid)` for a Google click id / `(msclkid)` for a Bing one
   when no medium was tagged.
 
-The known-source table is data (`gateway/data/referrer_sources.json`), loaded once; the source of a
+The known-source table is data (`gateway/enrich/data/referrer_sources.json`), loaded once; the source of a
 referrer host is memoised in a bounded LRU cache.
 """
 
@@ -145,10 +145,10 @@ class KnownSources:
 
     @classmethod
     def load(cls, path: Path | None = None) -> KnownSources:
-        """Read the table from `path`, or the one shipped in `gateway/data/`. Raises ConfigError."""
+        """Read the table from `path`, or the one shipped in `gateway/enrich/data/`. Raises ConfigError."""
         if path is None:
-            origin = "gateway/data/referrer_sources.json"
-            text = resources.files("gateway").joinpath("data/referrer_sources.json").read_text("utf-8")
+            origin = "gateway/enrich/data/referrer_sources.json"
+            text = resources.files("gateway.enrich").joinpath("data/referrer_sources.json").read_text("utf-8")
         else:
             origin = str(path)
             try:

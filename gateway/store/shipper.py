@@ -1,6 +1,6 @@
 """The shipper process: moves closed spool segments from every worker to the sink.
 
-`edge-gateway serve` starts it (`python -m gateway.shipper CONFIG`) before the HTTP workers
+`edge-gateway serve` starts it (`python -m gateway.store.shipper CONFIG`) before the HTTP workers
 when the spool is durable, and stops it after them. It is not one of Sanic's managed processes:
 Sanic's main process polls a shared state dict for each of those, and a stop signal arriving
 during such a poll can corrupt it (the main process then exits 1 instead of 0). Shipping here,
@@ -25,7 +25,7 @@ import sys
 import threading
 from pathlib import Path
 
-from gateway.spool import SegmentShipper, next_backoff
+from gateway.store.spool import SegmentShipper, next_backoff
 
 log = logging.getLogger("gateway.shipper")
 
@@ -40,7 +40,7 @@ def status_path(data_dir: Path) -> Path:
 
 def start(config_path: str) -> subprocess.Popen[bytes]:
     """Start the shipper process for a gateway file (logs go where the gateway's go)."""
-    return subprocess.Popen([sys.executable, "-m", "gateway.shipper", config_path])
+    return subprocess.Popen([sys.executable, "-m", "gateway.store.shipper", config_path])
 
 
 def stop(proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
@@ -59,7 +59,7 @@ def run_shipper(config_path: str) -> None:
     """Entry point of the shipper process (runs until SIGTERM or SIGINT)."""
     from gateway.cli import setup_logging
     from gateway.config import load_gateway_config
-    from gateway.sinks import open_sink
+    from gateway.store.sinks import open_sink
 
     setup_logging(os.environ.get("GATEWAY_LOG_LEVEL", "INFO"))
     stop = threading.Event()

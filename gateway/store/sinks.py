@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from gateway.config import GatewayConfig
-from gateway.spool import Sink
+from gateway.store.spool import Sink
 
 
 def open_sink(config: GatewayConfig) -> Sink:
     """The configured sink. Raises ConfigError for bad `[sink]` values."""
     if config.sink.type == "clickhouse":
-        from gateway.sink_clickhouse import open_clickhouse_sink
+        from gateway.store.clickhouse import open_clickhouse_sink
 
         return open_clickhouse_sink(config.sink, str(config.source))
-    from gateway.sink_sqlite import SQLiteSink
+    from gateway.store.sqlite import SQLiteSink
 
     return SQLiteSink(config.sqlite_path)

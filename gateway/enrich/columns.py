@@ -8,8 +8,8 @@ runs of columns that each depend on one thing only:
     meta.key … tracker_version     the event
 
 `RowColumns` works each run out once and hands out the same tuple again: the client's run is kept
-with the client in the worker's client memo (gateway/clients.py), and the event's two runs in a
-bounded memo keyed by the event object, which the body memo (gateway/request.py) hands out again
+with the client in the worker's client memo (gateway/ingest/clients.py), and the event's two runs in a
+bounded memo keyed by the event object, which the body memo (gateway/ingest/body.py) hands out again
 for a repeated body. The pipeline then builds a row by joining tuples.
 """
 
@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import orjson
 
-from gateway.pipeline import ClientColumns, EventColumns, Location
-from gateway.referrer import KnownSources, ReferrerClassifier
-from gateway.useragent import UAParser
+from gateway.ingest.pipeline import ClientColumns, EventColumns, Location
+from gateway.enrich.referrer import KnownSources, ReferrerClassifier
+from gateway.enrich.useragent import UAParser
 from shields.model import Event
 
 __all__ = ["RowColumns"]

@@ -22,8 +22,8 @@ from typing import Any
 
 from gateway.config import Sites
 from gateway.metrics import Metrics
-from gateway.salts import SaltStore
-from gateway.visitor import visitor_id
+from gateway.state.salts import SaltStore
+from gateway.ingest.visitor import visitor_id
 from shields.model import ClientContext, DropReason, Event, SiteConfig, Verdict
 
 
@@ -39,11 +39,11 @@ NO_LOCATION = Location()
 
 # The columns of a stored row that come from the client alone: country_code, subdivision1_code,
 # subdivision2_code, city_geoname_id, screen_size, operating_system, operating_system_version,
-# browser, browser_version (see gateway.enrich.RowColumns.for_client).
+# browser, browser_version (see gateway.enrich.columns.RowColumns.for_client).
 ClientColumns = tuple[str, str, str, int, str, str, str, str, str]
 NO_CLIENT_COLUMNS: ClientColumns = ("", "", "", 0, "", "", "", "", "")
 # The two runs of columns that come from the event alone: hostname … utm_term and
-# meta.key … tracker_version (see gateway.enrich.RowColumns.for_event).
+# meta.key … tracker_version (see gateway.enrich.columns.RowColumns.for_event).
 EventColumns = tuple[tuple[Any, ...], tuple[Any, ...]]
 
 
@@ -116,7 +116,7 @@ class Pipeline:
         self._rate_limit = rate_limit
         self._velocity = velocity
         # Called when the salt changes, so that whoever keeps client contexts drops the visitor
-        # ids in their memos (gateway/clients.py); the contexts must not outlive the salt.
+        # ids in their memos (gateway/ingest/clients.py); the contexts must not outlive the salt.
         self._on_new_salt = on_new_salt
         self._salt = b""
         self._clock = _Clock()

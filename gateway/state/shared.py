@@ -1,7 +1,7 @@
 """State shared by many gateway nodes through Redis: daily salts and per-site rate limits.
 
-Without a `[shared]` table every node keeps these in its data dir (gateway/salts.py,
-gateway/limits.py). With `[shared] type = "redis"`, every node computes the same visitor id for
+Without a `[shared]` table every node keeps these in its data dir (gateway/state/salts.py,
+gateway/state/limits.py). With `[shared] type = "redis"`, every node computes the same visitor id for
 the same visitor on the same day, and a site's rate limit holds across the whole fleet.
 
 Salts: one per UTC day, 16 random bytes at `<prefix>{salt}:<YYYY-MM-DD>`. Whichever node first
@@ -136,7 +136,7 @@ class _Warner:
 
 
 class RedisSaltStore:
-    """The SaltStore of gateway/salts.py, shared through Redis. Thread-safe."""
+    """The SaltStore of gateway/state/salts.py, shared through Redis. Thread-safe."""
 
     def __init__(self, client: redis.Redis, key_prefix: str = "gw:", *, refresh_seconds: float = 60.0,
                  clock: Callable[[], float] | None = None) -> None:
@@ -229,7 +229,7 @@ def _glob_escape(text: str) -> str:
 
 
 class RedisRateLimiter:
-    """Token buckets shared by every node; same `allow` as gateway.limits.LocalRateLimiter."""
+    """Token buckets shared by every node; same `allow` as gateway.state.limits.LocalRateLimiter."""
 
     def __init__(self, client: redis.Redis, key_prefix: str = "gw:", *,
                  clock: Callable[[], float] | None = None,

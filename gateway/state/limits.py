@@ -3,7 +3,7 @@
 Both live in small fixed-size tables in memory-mapped files under `<data_dir>/state/`, guarded
 by an fcntl lock: every worker sees the same buckets, a check costs a few microseconds, and
 memory is bounded whatever the traffic. (Many machines share the rate limit through Redis
-instead; see gateway/shared_redis.py.)
+instead; see gateway/state/shared.py.)
 
 - Rate limit: a token bucket per site (`events_per_minute`, `burst`). A refused event makes the
   request answer 429 with `Retry-After`.
