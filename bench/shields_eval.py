@@ -137,7 +137,7 @@ def eval_bots(eval_dir: Path, show_misses: bool) -> list[str]:
 
 
 def eval_referrers(eval_dir: Path, show_misses: bool) -> list[str]:
-    from shields.referrers import SpamReferrerList
+    from shields.hosts import SpamReferrerList
 
     spam_list = SpamReferrerList.from_file(eval_dir / "lists" / "referrer-spam-matomo.txt")
     spam, legit = Tally(), Tally()
@@ -176,7 +176,8 @@ def eval_referrers(eval_dir: Path, show_misses: bool) -> list[str]:
 def eval_ips(eval_dir: Path, show_misses: bool) -> list[str]:
     import ipaddress
 
-    from shields.iplists import IntervalSet, load_hosting_asns
+    from shields.intervals import IntervalSet
+    from shields.iplists import load_hosting_asns
 
     lists = eval_dir / "lists"
     started = time.perf_counter()

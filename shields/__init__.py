@@ -1,14 +1,19 @@
 """Shields: decide whether an event should be dropped, and why.
 
-A plain library (no Sanic, no HTTP, no storage). Each shield family is one module with a small
-class implementing `Shield.check(event, client, site) -> Verdict | None`:
+A plain library (no Sanic, no HTTP, no network, no storage: checked by import contracts in
+`make lint`). Each shield family is one module with small classes implementing
+`Shield.check(event, client, site) -> Verdict | None` (shields/base.py):
 
 * `bots` — bot User-Agents (`bot`) and the gateway's verification agent (`verification_agent`);
 * `referrers` — spam referrers (`spam_referrer`);
-* `iplists` — datacenter and threat addresses (`dc_ip`, `threat_ip`) and the interval set;
-* `rules` — a site owner's rules (`site_*`), parsed from the site TOML's `[shields]` table;
-* `lists` — downloaded lists: update, store, hot reload, status;
-* `chain` — the default order (the precedence of drop reasons), report-only and switches.
+* `iplists` — datacenter and threat addresses (`dc_ip`, `threat_ip`);
+* `rules` — a site owner's rules (`site_*`), parsed from the site TOML's `[shields]` table.
+
+and the data structures and data they use: `intervals` (address sets), `patterns` (wildcard
+patterns), `hosts` (host names and host sets), `lists` (the downloadable list kinds, their
+formats and the live matchers), `model` (events, clients, sites, verdicts, drop reasons).
+Which shields run, in which order, and what a site's switches do, is the gateway's request path
+(`gateway.ingest.steps`), not this library's.
 """
 
 from importlib import import_module
@@ -18,6 +23,7 @@ from shields.base import Shield
 from shields.errors import RuleError
 from shields.model import (
     ClientContext,
+    CompiledRules,
     DropReason,
     Event,
     IPAddress,
@@ -29,33 +35,24 @@ from shields.model import (
 
 # The matchers pull in compiled dependencies (regex, pyahocorasick) and data packages; they are
 # imported on first use, so code that only needs the shared types (`shields.model`) does not pay
-# for them or depend on them.
+# for them.
 _LAZY = {
     "VERIFICATION_AGENT_UA": "shields.bots",
     "BotMatcher": "shields.bots",
     "BotShield": "shields.bots",
     "VerificationAgentShield": "shields.bots",
-    "ChainResult": "shields.chain",
-    "ShieldChain": "shields.chain",
-    "ShieldReport": "shields.chain",
-    "default_chain": "shields.chain",
-    "explain": "shields.chain",
-    "run_chain": "shields.chain",
+    "SpamReferrerList": "shields.hosts",
+    "IntervalSet": "shields.intervals",
+    "parse_network": "shields.intervals",
     "DatacenterShield": "shields.iplists",
-    "IntervalSet": "shields.iplists",
     "ThreatShield": "shields.iplists",
     "load_hosting_asns": "shields.iplists",
-    "DEFAULT_SOURCES": "shields.lists",
     "LIST_KINDS": "shields.lists",
-    "ListSettings": "shields.lists",
-    "ListStatus": "shields.lists",
-    "ListStore": "shields.lists",
     "LiveLists": "shields.lists",
-    "UpdateResult": "shields.lists",
-    "parse_lists_config": "shields.lists",
-    "SpamReferrerList": "shields.referrers",
+    "build_matcher": "shields.lists",
+    "parse_entries": "shields.lists",
+    "PatternSet": "shields.patterns",
     "SpamReferrerShield": "shields.referrers",
-    "CompiledRules": "shields.rules",
     "SiteCountryShield": "shields.rules",
     "SiteHostnameShield": "shields.rules",
     "SiteIPShield": "shields.rules",
@@ -75,21 +72,13 @@ def __getattr__(name: str) -> Any:
 
 if TYPE_CHECKING:
     from shields.bots import VERIFICATION_AGENT_UA, BotMatcher, BotShield, VerificationAgentShield
-    from shields.chain import ChainResult, ShieldChain, ShieldReport, default_chain, explain, run_chain
-    from shields.iplists import DatacenterShield, IntervalSet, ThreatShield, load_hosting_asns
-    from shields.lists import (
-        DEFAULT_SOURCES,
-        LIST_KINDS,
-        ListSettings,
-        ListStatus,
-        ListStore,
-        LiveLists,
-        UpdateResult,
-        parse_lists_config,
-    )
-    from shields.referrers import SpamReferrerList, SpamReferrerShield
+    from shields.hosts import SpamReferrerList
+    from shields.intervals import IntervalSet, parse_network
+    from shields.iplists import DatacenterShield, ThreatShield, load_hosting_asns
+    from shields.lists import LIST_KINDS, LiveLists, build_matcher, parse_entries
+    from shields.patterns import PatternSet
+    from shields.referrers import SpamReferrerShield
     from shields.rules import (
-        CompiledRules,
         SiteCountryShield,
         SiteHostnameShield,
         SiteIPShield,
@@ -98,12 +87,10 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
-    "DEFAULT_SOURCES",
     "LIST_KINDS",
     "VERIFICATION_AGENT_UA",
     "BotMatcher",
     "BotShield",
-    "ChainResult",
     "ClientContext",
     "CompiledRules",
     "DatacenterShield",
@@ -111,15 +98,11 @@ __all__ = [
     "Event",
     "IPAddress",
     "IntervalSet",
-    "ListSettings",
-    "ListStatus",
-    "ListStore",
     "LiveLists",
+    "PatternSet",
     "RateLimit",
     "RuleError",
     "Shield",
-    "ShieldChain",
-    "ShieldReport",
     "SiteConfig",
     "SiteCountryShield",
     "SiteHostnameShield",
@@ -129,13 +112,11 @@ __all__ = [
     "SpamReferrerList",
     "SpamReferrerShield",
     "ThreatShield",
-    "UpdateResult",
     "Verdict",
     "VerificationAgentShield",
-    "default_chain",
-    "explain",
+    "build_matcher",
     "load_hosting_asns",
-    "parse_lists_config",
+    "parse_entries",
+    "parse_network",
     "parse_site_shields",
-    "run_chain",
 ]

@@ -24,8 +24,6 @@ import functools
 import importlib
 import logging
 import re
-from re import _constants as _sre  # type: ignore[attr-defined]
-from re import _parser as _sre_parser  # type: ignore[attr-defined]
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +33,19 @@ import ahocorasick
 import regex
 
 from shields.model import ClientContext, DropReason, Event, SiteConfig, Verdict
+
+# The gates below read a pattern's syntax tree from CPython's own regular expression parser,
+# which `re` keeps private (`re._parser`, `sre_parse` before 3.11). No public module parses
+# regex syntax, and the patterns come from data packages that change weekly, so a hand-written
+# parser would have to track the whole syntax. The parser has kept its tree shape since
+# Python 2; tests/test_shields_bots.py pins the literals found for typical patterns, so a
+# change shows up there. Without the parser (another Python), every real regex runs on every
+# UA: the same verdicts, more slowly.
+try:
+    from re import _constants as _sre  # type: ignore[attr-defined]
+    from re import _parser as _sre_parser  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - not on CPython 3.11+
+    _sre = _sre_parser = None
 
 __all__ = [
     "VERIFICATION_AGENT_UA",
@@ -185,6 +196,8 @@ def _required_literals(pattern: str) -> frozenset[str] | None:
     of regex scans. None when no literal of three or more characters is required (such
     patterns run on every UA).
     """
+    if _sre_parser is None:
+        return None
     try:
         tree = _sre_parser.parse(pattern, re.IGNORECASE)
     except (re.error, ValueError, TypeError, OverflowError, RecursionError):
@@ -303,9 +316,9 @@ class BotMatcher:
         self._allow = (
             regex.compile("|".join(f"(?:{a})" for a in allow_list), regex.IGNORECASE) if allow_list else None
         )
-        # The verdict cache is functools' LRU: bounded like cachetools.LRUCache, but written in
+        # The evidence cache is functools' LRU: bounded like cachetools.LRUCache, but written in
         # C, so a hit costs ~0.1 µs instead of ~2 µs, which matters on every event.
-        self._cached_is_bot = functools.lru_cache(maxsize=cache_size)(self._uncached_is_bot)
+        self._evidence_of = functools.lru_cache(maxsize=cache_size)(self.find)
 
     @classmethod
     def default(cls, cache_size: int = 50_000) -> BotMatcher:
@@ -319,15 +332,16 @@ class BotMatcher:
 
     def is_bot(self, user_agent: str) -> bool:
         """True for a bot; an empty or blank User-Agent is a bot (every browser sends one)."""
-        return self._cached_is_bot(user_agent)
+        return self._evidence_of(user_agent) is not None
 
-    def _uncached_is_bot(self, user_agent: str) -> bool:
-        return self.find(user_agent) is not None
+    def evidence(self, user_agent: str) -> str | None:
+        """`find`'s answer, from the cache when the User-Agent was seen before."""
+        return self._evidence_of(user_agent)
 
     def find(self, user_agent: str) -> str | None:
         """The evidence ("source:pattern") that makes `user_agent` a bot, or None for a human.
 
-        Uncached: `is_bot` is the hot path; this one is for `explain` and the benchmarks.
+        Uncached (`evidence` and `is_bot` are the cached ones): for the benchmarks and tests.
         """
         ua = user_agent.strip()[:MAX_UA_CHARS]
         if not ua:
@@ -388,7 +402,7 @@ class BotMatcher:
 
     def cache_info(self) -> tuple[int, int]:
         """(entries, capacity) of the verdict cache, for metrics."""
-        info = self._cached_is_bot.cache_info()
+        info = self._evidence_of.cache_info()
         return info.currsize, int(info.maxsize or 0)
 
 
@@ -403,8 +417,9 @@ class BotShield:
     def check(self, event: Event, client: ClientContext, site: SiteConfig) -> Verdict | None:
         if event.automation:
             return Verdict(DropReason.BOT, detail="automation reported by the tracker")
-        if self.matcher.is_bot(client.user_agent):
-            return Verdict(DropReason.BOT, detail="bot User-Agent")
+        evidence = self.matcher.evidence(client.user_agent)
+        if evidence is not None:
+            return Verdict(DropReason.BOT, detail=f"bot User-Agent: {evidence}")
         return None
 
 

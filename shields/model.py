@@ -1,28 +1,28 @@
-"""The data that flows through the shield chain: events, client context, site config, verdicts.
+"""The data a shield decides on: events, client context, site config, verdicts, drop reasons.
 
 These types are shared by `shields/` (which decides) and `gateway/` (which builds them from HTTP
-requests and runs the chain). They hold no behaviour beyond trivial helpers, and import nothing
-outside the standard library, so both packages can depend on them.
+requests and runs the steps). They hold no behaviour beyond trivial helpers.
 """
 
 from __future__ import annotations
 
 import enum
-import ipaddress
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # annotation only: model.py imports nothing outside the standard library at run time
-    from shields.rules import CompiledRules
+from shields.intervals import IntervalSet, IPAddress
+from shields.patterns import PatternSet
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+__all__ = ["ClientContext", "CompiledRules", "DropReason", "Event", "IPAddress", "RateLimit", "SiteConfig",
+           "SiteShields", "Verdict"]
 
 
 class DropReason(str, enum.Enum):
-    """Why an event was not stored. Values are stable: they appear in metrics and logs.
+    """Why an event was not stored. Values are stable: they appear in metrics, logs and explain.
 
-    The order of declaration is the documented precedence (first wins) where the gateway runs
-    several checks on one event; see docs/shields.md.
+    The precedence of the reasons is the order of the gateway's request steps
+    (`gateway.ingest.steps`); this declaration follows it, and a test keeps it so, so that
+    iterating the enum lists the reasons in precedence order. The reasons no step gives
+    (`invalid`) come last.
     """
 
     SPAM_REFERRER = "spam_referrer"
@@ -83,11 +83,6 @@ class ClientContext:
     ip_type: str | None = None  # x-plausible-ip-type from a trusted proxy: dc_ip, threat_ip, anonymous_vpn_ip
     country_code: str | None = None  # filled from geo/ before the shields run
     asn: int | None = None
-    # Answers worked out for this client that hold as long as its context is reused: the
-    # verdicts of shields that look at the client alone (`client_only`), visitor ids. None: a
-    # one-off context, nothing is kept. Whoever reuses contexts empties it when those answers
-    # change (gateway/ingest/clients.py: lists reloaded, salt rotated).
-    memo: dict[Any, Any] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,12 +92,24 @@ class RateLimit:
 
 
 @dataclass(frozen=True, slots=True)
-class SiteShields:
-    """A site owner's rules, compiled at load time (see shields/rules.py for the matchers).
+class CompiledRules:
+    """Matchers for one site's rules. Report-only rules are kept apart from enforced ones."""
 
-    `enabled` switches global shields (by DropReason value) on or off for this site; `report_only`
-    lists reasons counted as would-drop instead of dropped.
-    """
+    ip_block: IntervalSet = field(default_factory=IntervalSet)
+    ip_block_report: IntervalSet = field(default_factory=IntervalSet)
+    ip_allow: IntervalSet = field(default_factory=IntervalSet)
+    countries: frozenset[str] = frozenset()
+    countries_report: frozenset[str] = frozenset()
+    pages: PatternSet = field(default_factory=lambda: PatternSet(()))
+    pages_report: PatternSet = field(default_factory=lambda: PatternSet(()))
+    hostnames: PatternSet = field(default_factory=lambda: PatternSet(()))
+
+
+@dataclass(frozen=True, slots=True)
+class SiteShields:
+    """A site owner's rules as written (for messages and the console) and compiled (for the
+    shields; see shields/rules.py). `disabled` lists the steps (by drop reason value) that do
+    not run for this site; `report_only` those whose objections are counted as would-drop."""
 
     ip_blocklist: tuple[str, ...] = ()
     ip_allowlist: tuple[str, ...] = ()
@@ -111,7 +118,7 @@ class SiteShields:
     hostname_allowlist: tuple[str, ...] = ()
     disabled: frozenset[str] = frozenset()
     report_only: frozenset[str] = frozenset()
-    compiled: CompiledRules | None = None  # built by shields.rules.parse_site_shields; opaque to gateway/
+    compiled: CompiledRules = field(default_factory=CompiledRules)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +132,11 @@ class SiteConfig:
     rate_limit: RateLimit = field(default_factory=RateLimit)
     max_events_per_visit: int | None = None  # velocity cap in a rolling window
     velocity_window_seconds: int = 1800
+
+    def ip_allowlisted(self, client: ClientContext) -> bool:
+        """True when this site exempts the client from the IP-based shields."""
+        allow = self.shields.compiled.ip_allow
+        return client.ip is not None and bool(allow) and allow.contains(client.ip)
 
 
 @dataclass(slots=True)

@@ -26,45 +26,29 @@ hostname patterns are compared lower-case, without a leading `www.`.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from shields.errors import RuleError
-from shields.iplists import IntervalSet, parse_network
-from shields.model import ClientContext, DropReason, Event, SiteConfig, SiteShields, Verdict
+from shields.hosts import strip_www
+from shields.intervals import IntervalSet, parse_network
+from shields.model import ClientContext, CompiledRules, DropReason, Event, SiteConfig, SiteShields, Verdict
+from shields.patterns import PatternSet, canonical_pattern
 
 __all__ = [
-    "CHAIN_REASONS",
-    "CompiledRules",
-    "PatternSet",
     "RuleError",
     "SiteCountryShield",
     "SiteHostnameShield",
     "SiteIPShield",
     "SitePageShield",
-    "compiled_rules",
-    "ip_allowlisted",
     "parse_site_shields",
 ]
 
 COUNTRY_FILE = Path(__file__).parent / "data" / "iso3166_alpha2.txt"
 MAX_RULES = 10_000  # per list: bounds memory and compile time, far above any real need
 MAX_PATTERN_CHARS = 250
-
-#: Shield names that `disabled` and `report_only` accept: the chain's drop reasons.
-CHAIN_REASONS: tuple[str, ...] = (
-    DropReason.SPAM_REFERRER.value,
-    DropReason.VERIFICATION_AGENT.value,
-    DropReason.DC_IP.value,
-    DropReason.THREAT_IP.value,
-    DropReason.SITE_HOSTNAME_ALLOWLIST.value,
-    DropReason.SITE_PAGE_BLOCKLIST.value,
-    DropReason.SITE_IP_BLOCKLIST.value,
-    DropReason.SITE_COUNTRY_BLOCKLIST.value,
-    DropReason.BOT.value,
-)
 
 _LIST_KEYS = ("ip_blocklist", "ip_allowlist", "country_blocklist", "page_blocklist", "hostname_allowlist")
 _KEYS = frozenset(_LIST_KEYS) | {"disabled", "report_only"}
@@ -80,116 +64,6 @@ def _load_countries() -> frozenset[str]:
 
 
 COUNTRY_CODES = _load_countries()
-
-
-# --- wildcard patterns -------------------------------------------------------------------------
-
-
-class PatternSet:
-    """Anchored `*` patterns compiled into one matcher: a set for exact values plus one regex
-    built from a trie of the wildcard patterns."""
-
-    __slots__ = ("exact", "_regex", "patterns")
-
-    def __init__(self, patterns: Iterable[str]) -> None:
-        self.patterns = tuple(patterns)
-        self.exact = frozenset(p for p in self.patterns if "*" not in p)
-        wild = sorted({p for p in self.patterns if "*" in p})
-        self._regex = re.compile(_trie_regex(wild), re.DOTALL) if wild else None
-
-    def __bool__(self) -> bool:
-        return bool(self.patterns)
-
-    def match(self, value: str) -> bool:
-        if value in self.exact:
-            return True
-        return self._regex is not None and self._regex.fullmatch(value) is not None
-
-    def which(self, value: str) -> str | None:
-        """The first pattern that matches (for explanations; not on the hot path)."""
-        for pattern in self.patterns:
-            if pattern == value or ("*" in pattern and wildcard_regex(pattern).fullmatch(value)):
-                return pattern
-        return None
-
-
-def _tokens(pattern: str) -> list[str]:
-    # `**` is the same as `*` (reference semantics), so runs of stars collapse to one token.
-    out: list[str] = []
-    for char in pattern:
-        if char == "*":
-            if not out or out[-1] != "*":
-                out.append("*")
-        else:
-            out.append(char)
-    return out
-
-
-_END = ""
-
-
-def _trie_regex(patterns: Sequence[str]) -> str:
-    trie: dict[str, Any] = {}
-    for pattern in patterns:
-        node = trie
-        for token in _tokens(pattern):
-            node = node.setdefault(token, {})
-        node[_END] = {}
-    return _node_regex(trie)
-
-
-def _node_regex(node: dict[str, Any]) -> str:
-    ends_here = _END in node
-    branches = [
-        (".*" if token == "*" else re.escape(token)) + _node_regex(child)
-        for token, child in sorted(node.items())
-        if token != _END
-    ]
-    if not branches:
-        return ""
-    if len(branches) == 1 and not ends_here:
-        return branches[0]
-    alternation = "(?:" + "|".join(branches) + ")"
-    return alternation + "?" if ends_here else alternation
-
-
-def wildcard_regex(pattern: str) -> re.Pattern[str]:
-    """The reference's translation of one pattern: escape, `**`/`*` → `.*`, anchored."""
-    return re.compile("".join(".*" if t == "*" else re.escape(t) for t in _tokens(pattern)), re.DOTALL)
-
-
-# --- compiled rules ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class CompiledRules:
-    """Matchers for one site's rules. Report-only rules are kept apart from enforced ones."""
-
-    ip_block: IntervalSet = field(default_factory=IntervalSet)
-    ip_block_report: IntervalSet = field(default_factory=IntervalSet)
-    ip_allow: IntervalSet = field(default_factory=IntervalSet)
-    countries: frozenset[str] = frozenset()
-    countries_report: frozenset[str] = frozenset()
-    pages: PatternSet = field(default_factory=lambda: PatternSet(()))
-    pages_report: PatternSet = field(default_factory=lambda: PatternSet(()))
-    hostnames: PatternSet = field(default_factory=lambda: PatternSet(()))
-
-
-_EMPTY = CompiledRules()
-
-
-def compiled_rules(site: SiteConfig) -> CompiledRules:
-    """The site's compiled rules (an empty set for a SiteConfig built without the parser)."""
-    compiled = site.shields.compiled
-    return compiled if isinstance(compiled, CompiledRules) else _EMPTY
-
-
-def ip_allowlisted(client: ClientContext, site: SiteConfig) -> bool:
-    """True when the site exempts this client from IP-based shields."""
-    if client.ip is None:
-        return False
-    allow = compiled_rules(site).ip_allow
-    return bool(allow) and allow.contains(client.ip)
 
 
 # --- parsing -----------------------------------------------------------------------------------
@@ -290,7 +164,7 @@ def _page_rules(rules: list[_Rule], source: str) -> tuple[PatternSet, PatternSet
         _pattern_checks(rule, source)
         if not rule.value.startswith(("/", "*")):
             raise RuleError(source, rule.key, f"{rule.value!r} must start with / (a path, as in /admin/*)")
-    _no_duplicates(rules, ["".join(_tokens(r.value)) for r in rules], source, "pattern")
+    _no_duplicates(rules, [canonical_pattern(r.value) for r in rules], source, "pattern")
     return (PatternSet(r.value for r in rules if not r.report_only),
             PatternSet(r.value for r in rules if r.report_only))
 
@@ -304,28 +178,30 @@ def _host_rules(rules: list[_Rule], source: str) -> PatternSet:
         _pattern_checks(rule, source)
         value = rule.value.lower().rstrip(".")
         # Events carry hostnames without a leading "www.", so rules are compared the same way.
-        value = value.removeprefix("www.")
+        value = strip_www(value)
         if not _HOST_PATTERN.match(value) and value != "(none)":
             raise RuleError(source, rule.key, f"{rule.value!r} is not a host name pattern (e.g. *.example.com)")
         values.append(value)
-    _no_duplicates(rules, ["".join(_tokens(v)) for v in values], source, "pattern")
+    _no_duplicates(rules, [canonical_pattern(v) for v in values], source, "pattern")
     return PatternSet(values)
 
 
-def _names(table: Mapping[str, Any], name: str, source: str) -> frozenset[str]:
+def _names(table: Mapping[str, Any], name: str, source: str, switchable: Collection[str]) -> frozenset[str]:
     raw = table.get(name, [])
     key = f"shields.{name}"
     if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
-        raise RuleError(source, key, f"must be a list of shield names ({', '.join(CHAIN_REASONS)})")
+        raise RuleError(source, key, f"must be a list of shield names ({', '.join(switchable)})")
     for i, item in enumerate(raw):
-        if item not in CHAIN_REASONS:
-            raise RuleError(source, f"{key}[{i}]", f"{item!r} is not a shield (expected one of {', '.join(CHAIN_REASONS)})")
+        if item not in switchable:
+            raise RuleError(source, f"{key}[{i}]", f"{item!r} is not a shield (expected one of {', '.join(switchable)})")
     return frozenset(raw)
 
 
-def parse_site_shields(table: Mapping[str, Any], source: str) -> SiteShields:
+def parse_site_shields(table: Mapping[str, Any], source: str, *, switchable: Collection[str]) -> SiteShields:
     """Validate a site file's `[shields]` table and compile it.
 
+    `switchable` names what `disabled` and `report_only` accept: the drop reasons of the steps
+    that run for a known site, in their order (the gateway's `gateway.ingest.steps.SWITCHABLE`).
     Raises `RuleError(source, key, reason)`; the message names the file, the key with its index
     and what is wrong, e.g. `shop.toml: shields.ip_blocklist[3]: '10.0.0.0/33' is not a network`.
     """
@@ -340,8 +216,8 @@ def parse_site_shields(table: Mapping[str, Any], source: str) -> SiteShields:
     countries, countries_report = _country_rules(lists["country_blocklist"], source)
     pages, pages_report = _page_rules(lists["page_blocklist"], source)
     hostnames = _host_rules(lists["hostname_allowlist"], source)
-    disabled = _names(table, "disabled", source)
-    report_only = _names(table, "report_only", source)
+    disabled = _names(table, "disabled", source, switchable)
+    report_only = _names(table, "report_only", source, switchable)
     both = disabled & report_only
     if both:
         raise RuleError(source, "shields.report_only", f"{sorted(both)[0]!r} is also disabled; choose one")
@@ -376,10 +252,10 @@ class SiteHostnameShield:
     reason = DropReason.SITE_HOSTNAME_ALLOWLIST
 
     def applies(self, site: SiteConfig) -> bool:
-        return bool(compiled_rules(site).hostnames)
+        return bool(site.shields.compiled.hostnames)
 
     def check(self, event: Event, client: ClientContext, site: SiteConfig) -> Verdict | None:
-        hostnames = compiled_rules(site).hostnames
+        hostnames = site.shields.compiled.hostnames
         if not hostnames or hostnames.match(event.hostname):
             return None
         return Verdict(self.reason, detail="hostname not on the site's allowlist")
@@ -391,11 +267,11 @@ class SitePageShield:
     reason = DropReason.SITE_PAGE_BLOCKLIST
 
     def applies(self, site: SiteConfig) -> bool:
-        rules = compiled_rules(site)
+        rules = site.shields.compiled
         return bool(rules.pages or rules.pages_report)
 
     def check(self, event: Event, client: ClientContext, site: SiteConfig) -> Verdict | None:
-        rules = compiled_rules(site)
+        rules = site.shields.compiled
         if rules.pages and rules.pages.match(event.pathname):
             return Verdict(self.reason, detail="page on the site's blocklist")
         if rules.pages_report and rules.pages_report.match(event.pathname):
@@ -410,13 +286,13 @@ class SiteIPShield:
     ip_based = True
 
     def applies(self, site: SiteConfig) -> bool:
-        rules = compiled_rules(site)
+        rules = site.shields.compiled
         return bool(rules.ip_block or rules.ip_block_report)
 
     def check(self, event: Event, client: ClientContext, site: SiteConfig) -> Verdict | None:
         if client.ip is None:
             return None
-        rules = compiled_rules(site)
+        rules = site.shields.compiled
         if rules.ip_block and rules.ip_block.contains(client.ip):
             return Verdict(self.reason, detail="address on the site's blocklist")
         if rules.ip_block_report and rules.ip_block_report.contains(client.ip):
@@ -430,14 +306,14 @@ class SiteCountryShield:
     reason = DropReason.SITE_COUNTRY_BLOCKLIST
 
     def applies(self, site: SiteConfig) -> bool:
-        rules = compiled_rules(site)
+        rules = site.shields.compiled
         return bool(rules.countries or rules.countries_report)
 
     def check(self, event: Event, client: ClientContext, site: SiteConfig) -> Verdict | None:
         code = client.country_code
         if not code:
             return None
-        rules = compiled_rules(site)
+        rules = site.shields.compiled
         code = code.upper()
         if code in rules.countries:
             return Verdict(self.reason, detail=f"country {code} on the site's blocklist")

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shields.iplists import DatacenterShield, IntervalSet, ThreatShield, load_hosting_asns, parse_network
+from shields.intervals import IntervalSet, parse_network
+from shields.iplists import DatacenterShield, ThreatShield, load_hosting_asns
 from shields.lists import LiveLists
 from shields.model import ClientContext, DropReason, Event, SiteConfig
 
@@ -60,7 +61,7 @@ def test_large_sets_answer_the_same_from_their_memo() -> None:
     """Sets big enough to remember recent answers give the oracle's answer on every repeat."""
     import random
 
-    from shields.iplists import MEMO_MIN_INTERVALS
+    from shields.intervals import MEMO_MIN_INTERVALS
 
     rnd = random.Random(5)
     nets = [ipaddress.ip_network((rnd.getrandbits(32), rnd.randint(8, 28)), strict=False) for _ in range(300)]

@@ -10,23 +10,23 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gateway.ingest.steps import SWITCHABLE
 from shields.errors import RuleError
 from shields.model import ClientContext, DropReason, Event, SiteConfig
+from shields.patterns import PatternSet, wildcard_regex
 from shields.rules import (
-    PatternSet,
     SiteCountryShield,
     SiteHostnameShield,
     SiteIPShield,
     SitePageShield,
     parse_site_shields,
-    wildcard_regex,
 )
 
 SRC = "config/sites/shop.toml"
 
 
 def site(**table: object) -> SiteConfig:
-    return SiteConfig(domain="shop.example", source=SRC, shields=parse_site_shields(table, SRC))
+    return SiteConfig(domain="shop.example", source=SRC, shields=parse_site_shields(table, SRC, switchable=SWITCHABLE))
 
 
 def event(pathname: str = "/", hostname: str = "shop.example") -> Event:
@@ -63,7 +63,7 @@ def client(addr: str | None = None, country: str | None = None) -> ClientContext
 )
 def test_bad_rules_are_rejected_with_file_key_and_reason(table: dict, message: str) -> None:
     with pytest.raises(RuleError) as info:
-        parse_site_shields(table, SRC)
+        parse_site_shields(table, SRC, switchable=SWITCHABLE)
     assert message in str(info.value)
     assert info.value.source == SRC and info.value.key.startswith("shields")
 
