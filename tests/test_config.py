@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import load_gateway_config, load_sites
+from gateway.config import load_gateway_config
+from gateway.ingest.sites import load_sites
 from gateway.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -15,6 +15,7 @@ import redis
 import servers
 from servers import RedisServer, missing, redis_command
 
+from gateway.config import parse_shared
 from gateway.errors import ConfigError
 from gateway.state.shared import RedisRateLimiter, RedisSaltStore, open_shared
 
@@ -204,9 +205,9 @@ def test_redis_down_salts_come_from_memory_and_a_new_day_converges_when_it_is_ba
 
 
 def test_open_shared_validates_the_table(monkeypatch: pytest.MonkeyPatch, redis_server: RedisServer) -> None:
-    assert open_shared({}, "gateway.toml") is None
-    shared = open_shared({"type": "redis", "url": redis_server.url, "key_prefix": "t:",
-                          "salt_refresh_seconds": 30}, "gateway.toml")
+    assert parse_shared({}, "gateway.toml") is None and open_shared(None) is None
+    shared = open_shared(parse_shared({"type": "redis", "url": redis_server.url, "key_prefix": "t:",
+                                       "salt_refresh_seconds": 30}, "gateway.toml"))
     assert shared is not None
     try:
         assert shared.ping()
@@ -229,6 +230,6 @@ def test_open_shared_validates_the_table(monkeypatch: pytest.MonkeyPatch, redis_
     monkeypatch.delenv("GW_TEST_UNSET_VARIABLE", raising=False)
     for table, key in bad:
         with pytest.raises(ConfigError) as exc:
-            open_shared(table, "gateway.toml")
+            parse_shared(table, "gateway.toml")
         assert exc.value.key == key, table
         assert str(exc.value).startswith(f"gateway.toml: {key}: ")

@@ -315,9 +315,10 @@ def test_rowbinary_datetime_is_the_utc_epoch() -> None:
 
 
 def test_schema_view_and_encoding_on_current_clickhouse_in_process(tmp_path: Path) -> None:
-    """Current ClickHouse (via chDB, if installed) accepts the same DDL, view and RowBinary."""
-    chdb_session = pytest.importorskip("chdb.session", reason="chdb not installed: current-ClickHouse check skipped")
-    sess = chdb_session.Session(str(tmp_path / "chdb"))
+    """Current ClickHouse (chDB, a test dependency) accepts the same DDL, view and RowBinary."""
+    import chdb.session
+
+    sess = chdb.session.Session(str(tmp_path / "chdb"))
     sess.query("CREATE DATABASE gw")
     sess.query(_create_table_sql("gw", "events", block_dedup=True))
     sess.query(_sessions_sql("gw", "events", "sessions"))
@@ -336,29 +337,29 @@ def test_schema_view_and_encoding_on_current_clickhouse_in_process(tmp_path: Pat
     assert got == EXPECTED_VISITS
 
 
-def test_config_builds_the_sink_and_names_the_bad_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    from gateway.config import SinkConfig
+def test_config_builds_the_sink_and_names_the_bad_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from gateway.config import parse_sink
     from gateway.errors import ConfigError
     from gateway.store.clickhouse import open_clickhouse_sink
 
     monkeypatch.setenv("GW_TEST_CH_PASSWORD", "s3cret")
-    cfg = SinkConfig(type="clickhouse", url="http://127.0.0.1:8123/", database="analytics",
-                     options={"table": "ev", "user": "gateway", "password_env": "GW_TEST_CH_PASSWORD",
-                              "timeout": 5, "create_schema": False})
-    s = open_clickhouse_sink(cfg, "gateway.toml")
+    cfg = parse_sink({"type": "clickhouse", "url": "http://127.0.0.1:8123/", "database": "analytics",
+                      "table": "ev", "user": "gateway", "password_env": "GW_TEST_CH_PASSWORD",
+                      "timeout": 5, "create_schema": False}, "gateway.toml", tmp_path)
+    s = open_clickhouse_sink(cfg)
     assert (s.database, s.table, s.timeout, s.create_schema) == ("analytics", "ev", 5.0, False)
     assert s._headers["X-ClickHouse-Key"] == "s3cret"
     bad: list[tuple[dict[str, Any], str]] = [
         ({"url": "127.0.0.1:8123"}, "sink.url"),
         ({"database": "a-b"}, "sink.database"),
-        ({"options": {"table": "1x"}}, "sink.table"),
-        ({"options": {"timeout": 0}}, "sink.timeout"),
-        ({"options": {"create_schema": "yes"}}, "sink.create_schema"),
-        ({"options": {"password_env": "GW_TEST_UNSET_VARIABLE"}}, "sink.password_env"),
-        ({"options": {"pasword": "x"}}, "sink.pasword"),
+        ({"table": "1x"}, "sink.table"),
+        ({"timeout": 0}, "sink.timeout"),
+        ({"create_schema": "yes"}, "sink.create_schema"),
+        ({"password_env": "GW_TEST_UNSET_VARIABLE"}, "sink.password_env"),
+        ({"pasword": "x"}, "sink.pasword"),
     ]
     for change, key in bad:
         fields = {"type": "clickhouse", "url": "http://127.0.0.1:8123/", "database": "default", **change}
         with pytest.raises(ConfigError) as exc:
-            open_clickhouse_sink(SinkConfig(**fields), "gateway.toml")  # type: ignore[arg-type]
+            parse_sink(fields, "gateway.toml", tmp_path)
         assert exc.value.key == key, change

@@ -28,26 +28,23 @@ seconds, so a dead Redis costs nothing per request. Both log a warning at most o
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-import os
 import secrets
 import threading
 import time
-import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 
-from gateway.errors import ConfigError
+from gateway.config import SharedConfig
+from gateway.state.salts import SALT_BYTES, day_name, day_of
 
 __all__ = ["RedisRateLimiter", "RedisSaltStore", "SharedRedis", "open_shared"]
 
 log = logging.getLogger("gateway.shared")
 
-SALT_BYTES = 16
 _DAY = 86400
 _EXPIRY_GRACE = 60  # seconds past the end of "previous" a salt may live, for clock skew between nodes
 _WARN_EVERY = 60.0
@@ -67,8 +64,8 @@ return {cur, redis.call('GET', KEYS[2])}
 """
 
 # KEYS[1] the bucket; ARGV[1] tokens per second, ARGV[2] burst, ARGV[3] now in seconds or -1
-# to use Redis's clock. Returns {1|0, seconds to wait as text} (Lua numbers would be truncated
-# to integers on the way out).
+# to use Redis's clock, ARGV[4] "1" to only look (take nothing, write nothing). Returns
+# {1|0, seconds to wait as text} (Lua numbers would be truncated to integers on the way out).
 _BUCKET_LUA = """
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
@@ -99,23 +96,14 @@ elseif rate > 0 then
 else
   wait = 60
 end
-redis.call('HSET', KEYS[1], 't', string.format('%.6f', tokens), 'ts', string.format('%.6f', last))
-local ttl = 3600
-if rate > 0 then ttl = math.ceil((burst - tokens) / rate) + 1 end
-redis.call('EXPIRE', KEYS[1], ttl)
+if ARGV[4] ~= '1' then
+  redis.call('HSET', KEYS[1], 't', string.format('%.6f', tokens), 'ts', string.format('%.6f', last))
+  local ttl = 3600
+  if rate > 0 then ttl = math.ceil((burst - tokens) / rate) + 1 end
+  redis.call('EXPIRE', KEYS[1], ttl)
+end
 return {allowed, string.format('%.6f', wait)}
 """
-
-
-def _day_name(day: int) -> str:
-    return (dt.date(1970, 1, 1) + dt.timedelta(days=day)).isoformat()
-
-
-def _day_of(name: str) -> int | None:
-    try:
-        return (dt.date.fromisoformat(name) - dt.date(1970, 1, 1)).days
-    except ValueError:
-        return None
 
 
 class _Warner:
@@ -156,7 +144,7 @@ class RedisSaltStore:
 
     def key(self, day: int) -> str:
         # The {salt} hash tag keeps every salt in one cluster slot, so the script may touch two days.
-        return f"{self.prefix}{{salt}}:{_day_name(day)}"
+        return f"{self.prefix}{{salt}}:{day_name(day)}"
 
     def salts(self) -> tuple[bytes, bytes | None]:
         """(current, previous) for the present UTC day; a Redis round trip at most once per
@@ -213,7 +201,7 @@ class RedisSaltStore:
         try:
             for k in self._r.scan_iter(match=pattern, count=100):
                 name = k.decode() if isinstance(k, bytes) else str(k)
-                d = _day_of(name.rsplit(":", 1)[-1])
+                d = day_of(name.rsplit(":", 1)[-1])
                 if d is None or d < today - 1:
                     old.append(name)
             if old:
@@ -245,12 +233,19 @@ class RedisRateLimiter:
     def allow(self, key: str, rate_per_minute: int, burst: int) -> tuple[bool, float]:
         """Take one token from `key`'s bucket. Returns (allowed, seconds until a token is
         available). When Redis fails, returns (True, 0.0): see the module docstring."""
+        return self._bucket(key, rate_per_minute, burst, "0")
+
+    def peek(self, key: str, rate_per_minute: int, burst: int) -> tuple[bool, float]:
+        """What `allow` would answer now, taking nothing (for `explain`)."""
+        return self._bucket(key, rate_per_minute, burst, "1")
+
+    def _bucket(self, key: str, rate_per_minute: int, burst: int, peek: str) -> tuple[bool, float]:
         if self._monotonic() < self._skip_until:
             return True, 0.0
         now = -1.0 if self._clock is None else self._clock()
         try:
             allowed, wait = self._script(keys=[f"{self.prefix}rl:{key}"],
-                                         args=[repr(rate_per_minute / 60.0), max(1, burst), repr(now)])
+                                         args=[repr(rate_per_minute / 60.0), max(1, burst), repr(now), peek])
         except _REDIS_ERRORS as exc:
             self._skip_until = self._monotonic() + _RETRY_AFTER_FAILURE
             self._warner.warn("shared rate limit: Redis unreachable (%s); letting events through", exc)
@@ -279,62 +274,18 @@ class SharedRedis:
         self.client.close()
 
 
-_SHARED_KEYS = {"type", "url", "key_prefix", "salt_refresh_seconds", "timeout", "password_env"}
-
-
-def open_shared(section: Mapping[str, Any], source: str, *,
-                clock: Callable[[], float] | None = None) -> SharedRedis | None:
-    """Validate the `[shared]` table and connect (lazily: no round trip happens here, so a
-    gateway starts while Redis is down). Returns None when the table is empty, meaning
-    "single machine: keep salts and limits in the data dir". Keys:
-
-    - `type`: "redis" (required when the table is present)
-    - `url`: "redis://127.0.0.1:6379/0" (default), `rediss://` for TLS, `unix:///path?db=0`
-    - `key_prefix`: "gw:" (default): lets several gateways share one Redis
-    - `salt_refresh_seconds`: 60 (default): how stale a node's copy of the salts may be
-    - `timeout`: 0.5 (default): seconds per Redis command before it counts as down
-    - `password_env`: name of an environment variable holding the password (keeps it out of files)
-    """
-    if not section:
+def open_shared(config: SharedConfig | None, *, clock: Callable[[], float] | None = None) -> SharedRedis | None:
+    """Connect to what `[shared]` names (lazily: no round trip happens here, so a gateway starts
+    while Redis is down). None without a `[shared]` table: salts and limits stay in the data dir."""
+    if config is None:
         return None
-    unknown = sorted(set(section) - _SHARED_KEYS)
-    if unknown:
-        raise ConfigError(source, f"shared.{unknown[0]}",
-                          f"unknown key (expected one of {', '.join(sorted(_SHARED_KEYS))})")
-    kind = section.get("type")
-    if kind != "redis":
-        raise ConfigError(source, "shared.type", f"must be 'redis', got {kind!r}")
-    url = section.get("url", "redis://127.0.0.1:6379/0")
-    if not isinstance(url, str):
-        raise ConfigError(source, "shared.url", f"must be a URL string, got {url!r}")
-    parsed = urllib.parse.urlsplit(url)
-    if parsed.scheme not in ("redis", "rediss", "unix") or (parsed.scheme != "unix" and not parsed.hostname):
-        raise ConfigError(source, "shared.url", f"must look like redis://127.0.0.1:6379/0, got {url!r}")
-    prefix = section.get("key_prefix", "gw:")
-    if not isinstance(prefix, str) or not prefix or any(c.isspace() for c in prefix):
-        raise ConfigError(source, "shared.key_prefix", f"must be a non-empty string without spaces, got {prefix!r}")
-    refresh = _seconds(section, "salt_refresh_seconds", 60.0, source, maximum=3600.0)
-    timeout = _seconds(section, "timeout", 0.5, source, maximum=60.0)
-    kwargs: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout,
+    kwargs: dict[str, Any] = {"socket_timeout": config.timeout, "socket_connect_timeout": config.timeout,
                               "health_check_interval": 30}
-    if "password_env" in section:
-        name = section["password_env"]
-        if not isinstance(name, str) or name not in os.environ:
-            raise ConfigError(source, "shared.password_env", f"environment variable {name!r} is not set")
-        kwargs["password"] = os.environ[name]
-    try:
-        client = redis.Redis.from_url(url, **kwargs)
-    except ValueError as exc:
-        raise ConfigError(source, "shared.url", f"{url!r}: {exc}") from None
+    if config.password is not None:
+        kwargs["password"] = config.password
+    client = redis.Redis.from_url(config.url, **kwargs)
     return SharedRedis(
         client=client,
-        salts=RedisSaltStore(client, prefix, refresh_seconds=refresh, clock=clock),
-        limiter=RedisRateLimiter(client, prefix),
+        salts=RedisSaltStore(client, config.key_prefix, refresh_seconds=config.salt_refresh_seconds, clock=clock),
+        limiter=RedisRateLimiter(client, config.key_prefix),
     )
-
-
-def _seconds(section: Mapping[str, Any], key: str, default: float, source: str, *, maximum: float) -> float:
-    value = section.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= maximum:
-        raise ConfigError(source, f"shared.{key}", f"must be a number of seconds in (0, {maximum:g}], got {value!r}")
-    return float(value)

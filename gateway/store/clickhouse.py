@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import datetime as dt
 import http.client
-import os
 import re
 import struct
 import threading
@@ -35,14 +34,13 @@ from typing import Any
 
 import orjson
 
-from gateway.errors import ConfigError
+from gateway.config import IDENTIFIER, SinkConfig
 from gateway.schema import COLUMN_TYPES, COLUMNS
 
 __all__ = ["ClickHouseError", "ClickHouseSink", "column_types", "encode_rowbinary", "open_clickhouse_sink"]
 
 VISIT_GAP_SECONDS = 1800  # same inactivity gap as the SQLite sessions view
 
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class ClickHouseError(Exception):
@@ -318,7 +316,7 @@ class ClickHouseSink:
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
             raise ValueError(f"ClickHouse URL must be http(s)://host:port/, got {url!r}")
         for what, name in (("database", database), ("table", table), ("sessions view", sessions_view)):
-            if not _IDENT.match(name):
+            if not IDENTIFIER.match(name):
                 raise ValueError(f"ClickHouse {what} name {name!r} must be letters, digits and _")
         self.url = url
         self.database = database
@@ -405,10 +403,6 @@ class ClickHouseSink:
 
     # -- schema --
 
-    def server_version(self) -> tuple[int, ...]:
-        text = self.query("SELECT version()").decode().strip()
-        return tuple(int(p) for p in re.findall(r"\d+", text)[:3])
-
     def ensure_schema(self) -> None:
         """Create the database, the events table and the sessions view if missing, and add
         columns that a newer gateway writes to a table an older one created (18.16 has no
@@ -466,43 +460,7 @@ class ClickHouseSink:
                 self._conn = None
 
 
-_SINK_OPTIONS = {"table", "user", "password", "password_env", "timeout", "sessions_view", "create_schema"}
-
-
-def open_clickhouse_sink(cfg: Any, source: str) -> ClickHouseSink:
-    """Build the sink from `[sink]` (a `gateway.config.SinkConfig` with `type = "clickhouse"`):
-    `url`, `database`, and the options `table`, `user`, `password` or `password_env` (the name of
-    an environment variable holding it, to keep secrets out of the file), `timeout` (seconds),
-    `sessions_view`, `create_schema`. Raises ConfigError naming the key."""
-    opts: dict[str, Any] = dict(cfg.options)
-    unknown = sorted(set(opts) - _SINK_OPTIONS)
-    if unknown:
-        raise ConfigError(source, f"sink.{unknown[0]}",
-                          f"unknown key for a clickhouse sink (expected one of {', '.join(sorted(_SINK_OPTIONS))})")
-    url = cfg.url or ""
-    parsed = urllib.parse.urlsplit(url)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise ConfigError(source, "sink.url", f"must be the HTTP interface URL, like http://127.0.0.1:8123/, got {url!r}")
-    for key in ("table", "user", "password", "password_env", "sessions_view"):
-        if key in opts and not isinstance(opts[key], str):
-            raise ConfigError(source, f"sink.{key}", f"must be a string, got {opts[key]!r}")
-    for key, value in (("database", cfg.database), ("table", opts.get("table", "events")),
-                       ("sessions_view", opts.get("sessions_view", "sessions"))):
-        if not _IDENT.match(value):
-            raise ConfigError(source, f"sink.{key}", f"{value!r} must be letters, digits and _ (not starting with a digit)")
-    timeout = opts.get("timeout", 30.0)
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
-        raise ConfigError(source, "sink.timeout", f"must be a number of seconds greater than 0, got {timeout!r}")
-    create = opts.get("create_schema", True)
-    if not isinstance(create, bool):
-        raise ConfigError(source, "sink.create_schema", f"must be true or false, got {create!r}")
-    password = opts.get("password")
-    if "password_env" in opts:
-        if password is not None:
-            raise ConfigError(source, "sink.password_env", "give either password or password_env, not both")
-        password = os.environ.get(opts["password_env"])
-        if password is None:
-            raise ConfigError(source, "sink.password_env", f"environment variable {opts['password_env']} is not set")
-    return ClickHouseSink(url, cfg.database, opts.get("table", "events"), user=opts.get("user"),
-                          password=password, timeout=float(timeout),
-                          sessions_view=opts.get("sessions_view", "sessions"), create_schema=create)
+def open_clickhouse_sink(cfg: SinkConfig) -> ClickHouseSink:
+    """The sink `[sink] type = "clickhouse"` describes (validated by gateway.config.parse_sink)."""
+    return ClickHouseSink(cfg.url, cfg.database, cfg.table, user=cfg.user, password=cfg.password,
+                          timeout=cfg.timeout, sessions_view=cfg.sessions_view, create_schema=cfg.create_schema)

@@ -7,11 +7,11 @@ from gateway.store.spool import Sink
 
 
 def open_sink(config: GatewayConfig) -> Sink:
-    """The configured sink. Raises ConfigError for bad `[sink]` values."""
+    """The configured sink: the embedded SQLite file, or ClickHouse."""
     if config.sink.type == "clickhouse":
         from gateway.store.clickhouse import open_clickhouse_sink
 
-        return open_clickhouse_sink(config.sink, str(config.source))
+        return open_clickhouse_sink(config.sink)
     from gateway.store.sqlite import SQLiteSink
 
     return SQLiteSink(config.sqlite_path)
