@@ -71,7 +71,7 @@ shields-eval: test-venv
 geo-bench: test-venv
 	$(PY) bench/bench_geo.py
 
-# Rebuild tracker_js/dist/script.js (committed, so `make run` needs no Node): npm registry only.
+# Rebuild gateway/static/script.js (committed package data, so `make run` needs no Node): npm registry only.
 tracker:
 	cd tracker_js && npm ci --no-audit --no-fund && node build.mjs
 

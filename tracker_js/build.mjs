@@ -1,8 +1,9 @@
-// Minifies src/tracker.js into dist/script.js, the file the gateway serves, and reports its size.
+// Minifies src/tracker.js into gateway/static/script.js, the file the gateway serves (package
+// data, so an installed gateway serves it too), and reports its size.
 //
-//   node build.mjs              write dist/script.js
+//   node build.mjs              write ../gateway/static/script.js
 //   node build.mjs --out FILE   write FILE instead (used by the test that checks the committed build)
-//   node build.mjs --check      fail if dist/script.js differs from a fresh build
+//   node build.mjs --check      fail if ../gateway/static/script.js differs from a fresh build
 //
 // Exits non-zero when the gzipped size is over the budget.
 import { readFileSync, writeFileSync, mkdirSync, existsSync } from 'node:fs'
@@ -15,7 +16,7 @@ const BUDGET_GZIP_BYTES = 2400
 const here = dirname(fileURLToPath(import.meta.url))
 const args = process.argv.slice(2)
 const outArg = args.indexOf('--out')
-const out = outArg >= 0 ? args[outArg + 1] : join(here, 'dist', 'script.js')
+const out = outArg >= 0 ? args[outArg + 1] : join(here, '..', 'gateway', 'static', 'script.js')
 
 const source = readFileSync(join(here, 'src', 'tracker.js'), 'utf8')
 const result = await minify(source, {

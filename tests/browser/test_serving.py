@@ -13,7 +13,7 @@ import pytest
 
 from conftest import ALIAS_PATH, ROOT, Gateway, Site, Tab
 
-DIST = ROOT / "tracker_js" / "dist" / "script.js"
+DIST = ROOT / "gateway" / "static" / "script.js"
 BUDGET_GZIP_BYTES = 2400
 
 
@@ -57,7 +57,7 @@ def test_committed_build_matches_a_fresh_build(tmp_path: Path) -> None:
     node = shutil.which("node")
     if not node:
         if os.environ.get("CI"):
-            pytest.fail("node is required in CI to check tracker_js/dist/script.js", pytrace=False)
+            pytest.fail("node is required in CI to check gateway/static/script.js", pytrace=False)
         pytest.skip("BUILD CHECK SKIPPED: node is not installed")
     tracker = ROOT / "tracker_js"
     if not (tracker / "node_modules" / "terser").is_dir():
@@ -66,4 +66,4 @@ def test_committed_build_matches_a_fresh_build(tmp_path: Path) -> None:
     run = subprocess.run([node, "build.mjs", "--out", str(out)], cwd=tracker, capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "gzip -9:" in run.stdout
-    assert out.read_bytes() == DIST.read_bytes(), "tracker_js/dist/script.js is stale: run `node tracker_js/build.mjs`"
+    assert out.read_bytes() == DIST.read_bytes(), "gateway/static/script.js is stale: run `make tracker`"
