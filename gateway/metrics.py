@@ -1,9 +1,11 @@
 """Counters for accepted, dropped and would-drop events, shared across worker processes.
 
-Each worker keeps plain in-memory counters (no locks: one event loop per process) and publishes a
-snapshot to `<data_dir>/metrics/worker-<pid>.json` every second with an atomic rename. `/metrics`
-sums the snapshots of live workers, so any worker can answer for all of them. Labels are site
-domains and drop reasons only: never an IP address or a User-Agent.
+Each worker counts in plain in-memory `Counter`s on the request path (no locks, no label
+objects: one event loop per process, a dictionary increment per event) and publishes a snapshot
+to `<data_dir>/metrics/worker-<pid>.json` every second with an atomic rename. `/metrics` sums the
+snapshots of live workers, so any worker can answer for all of them, and `render` writes them in
+the Prometheus text format with prometheus-client. Labels are site domains, drop reasons, list
+kinds and status codes only: never an IP address or a User-Agent.
 """
 
 from __future__ import annotations
@@ -11,10 +13,19 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
+from prometheus_client import generate_latest
+from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily, Metric
+
+__all__ = ["CONTENT_TYPE", "ListGauge", "Metrics", "render"]
+
+# What `generate_latest` writes (with its default name escaping) is the classic text format,
+# which every Prometheus reads under this type.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class Metrics:
@@ -50,12 +61,6 @@ class Metrics:
         for p in self.dir.glob("worker-*"):
             p.unlink(missing_ok=True)
 
-    def remove(self) -> None:
-        try:
-            self.path.unlink()
-        except FileNotFoundError:
-            pass
-
     def collect(self) -> list[dict[str, Any]]:
         """Snapshots of every live worker (this one fresh, others from their files)."""
         out = [self.snapshot()]
@@ -72,60 +77,68 @@ class Metrics:
         return out
 
 
-def _esc(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
+# Each worker sees the whole spool directory and the shipper process's counters: those gauges
+# are one figure, not a per-worker share, so they are not added up.
 SHARED_GAUGES = frozenset({"spool_segments", "spool_bytes", "spool_oldest_seconds", "sink_failures",
                            "spool_torn_segments"})
 
+# (name, help, label) of a per-list gauge, and its values by list kind.
+ListGauge = tuple[str, str, dict[str, float]]
 
-def render(snapshots: list[dict[str, Any]], extra: list[str] | None = None) -> str:
-    """Prometheus text exposition of the summed snapshots."""
-    accepted: Counter[str] = Counter()
-    dropped: Counter[tuple[str, str]] = Counter()
-    would: Counter[tuple[str, str]] = Counter()
-    responses: Counter[str] = Counter()
-    gauges: Counter[str] = Counter()
-    for s in snapshots:
-        for k, v in s.get("accepted", []):
-            accepted[k] += v
-        for site, reason, v in s.get("dropped", []):
-            dropped[(site, reason)] += v
-        for site, reason, v in s.get("would_drop", []):
-            would[(site, reason)] += v
-        for k, v in s.get("responses", []):
-            responses[str(k)] += v
-        for k, v in s.get("gauges", {}).items():
-            # Each worker sees the whole spool directory and the shipper process's counters:
-            # those gauges are one figure, not a per-worker share, so they are not added up.
-            gauges[k] = max(gauges[k], v) if k in SHARED_GAUGES else gauges[k] + v
-    lines = [
-        "# HELP gateway_events_accepted_total Events accepted and buffered for storage.",
-        "# TYPE gateway_events_accepted_total counter",
-    ]
-    lines += [f'gateway_events_accepted_total{{site="{_esc(k)}"}} {v}' for k, v in sorted(accepted.items())]
-    lines += [
-        "# HELP gateway_events_dropped_total Events dropped, by site and reason.",
-        "# TYPE gateway_events_dropped_total counter",
-    ]
-    lines += [f'gateway_events_dropped_total{{site="{_esc(s)}",reason="{_esc(r)}"}} {v}'
-              for (s, r), v in sorted(dropped.items())]
-    lines += [
-        "# HELP gateway_events_would_drop_total Events a report-only shield would have dropped.",
-        "# TYPE gateway_events_would_drop_total counter",
-    ]
-    lines += [f'gateway_events_would_drop_total{{site="{_esc(s)}",reason="{_esc(r)}"}} {v}'
-              for (s, r), v in sorted(would.items())]
-    lines += [
-        "# HELP gateway_http_responses_total Responses of /api/event by status code.",
-        "# TYPE gateway_http_responses_total counter",
-    ]
-    lines += [f'gateway_http_responses_total{{code="{k}"}} {v}' for k, v in sorted(responses.items())]
-    lines += ["# HELP gateway_workers Worker processes reporting.", "# TYPE gateway_workers gauge",
-              f"gateway_workers {len(snapshots)}"]
-    for k, v in sorted(gauges.items()):
-        lines += [f"# TYPE gateway_{k} gauge", f"gateway_{k} {v}"]
-    if extra:
-        lines += extra
-    return "\n".join(lines) + "\n"
+
+class _Snapshots:
+    """A prometheus-client collector over summed worker snapshots (built per scrape)."""
+
+    def __init__(self, snapshots: list[dict[str, Any]], lists: Iterable[ListGauge]) -> None:
+        self.snapshots = snapshots
+        self.lists = list(lists)
+
+    def collect(self) -> Iterator[Metric]:
+        accepted: Counter[str] = Counter()
+        dropped: Counter[tuple[str, str]] = Counter()
+        would: Counter[tuple[str, str]] = Counter()
+        responses: Counter[str] = Counter()
+        gauges: Counter[str] = Counter()
+        for s in self.snapshots:
+            for k, v in s.get("accepted", []):
+                accepted[k] += v
+            for site, reason, v in s.get("dropped", []):
+                dropped[(site, reason)] += v
+            for site, reason, v in s.get("would_drop", []):
+                would[(site, reason)] += v
+            for k, v in s.get("responses", []):
+                responses[str(k)] += v
+            for k, v in s.get("gauges", {}).items():
+                gauges[k] = max(gauges[k], v) if k in SHARED_GAUGES else gauges[k] + v
+        family = CounterMetricFamily("gateway_events_accepted", "Events accepted and buffered for storage.",
+                                     labels=["site"])
+        for site, v in sorted(accepted.items()):
+            family.add_metric([site], v)
+        yield family
+        for name, text, counts in (("gateway_events_dropped", "Events dropped, by site and reason.", dropped),
+                                   ("gateway_events_would_drop", "Events a report-only shield would have dropped.",
+                                    would)):
+            family = CounterMetricFamily(name, text, labels=["site", "reason"])
+            for (site, reason), v in sorted(counts.items()):
+                family.add_metric([site, reason], v)
+            yield family
+        family = CounterMetricFamily("gateway_http_responses", "Responses of /api/event by status code.",
+                                     labels=["code"])
+        for code, v in sorted(responses.items()):
+            family.add_metric([code], v)
+        yield family
+        yield GaugeMetricFamily("gateway_workers", "Worker processes reporting.", value=len(self.snapshots))
+        for k, v in sorted(gauges.items()):
+            yield GaugeMetricFamily(f"gateway_{k}", k.replace("_", " ") + ".", value=v)
+        for name, text, values in self.lists:
+            gauge = GaugeMetricFamily(name, text, labels=["list"])
+            for kind, v in values.items():
+                gauge.add_metric([kind], v)
+            yield gauge
+
+
+def render(snapshots: list[dict[str, Any]], lists: Iterable[ListGauge] = ()) -> bytes:
+    """Prometheus text exposition of the summed snapshots, plus the per-list gauges."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Snapshots(snapshots, lists))  # type: ignore[arg-type]
+    return generate_latest(registry)

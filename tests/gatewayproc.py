@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,6 +43,15 @@ def write_config(base: Path, *, sites: dict[str, str] | None = None, workers: in
         f'[sink]\ntype = "sqlite"\nbatch_size = {batch_size}\nflush_interval = {flush_interval}\n'
     )
     return cfg
+
+
+def metric_value(text: str, name: str, **labels: str) -> float | None:
+    """The value of the sample `name` with exactly these labels in a /metrics answer, or None."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    return None
 
 
 class Gateway:
@@ -121,6 +131,10 @@ class Gateway:
         if content is None:
             content = json.dumps(body)
         return self.client.post("/api/event", content=content, headers=h)
+
+    def metric(self, name: str, **labels: str) -> float | None:
+        """One sample of the gateway's /metrics, by name and labels."""
+        return metric_value(self.client.get("/metrics").text, name, **labels)
 
     def rows(self, where: str = "1", params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         if not self.sqlite_path.exists():

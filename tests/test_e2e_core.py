@@ -84,8 +84,7 @@ def test_unknown_domain_is_dropped_and_counted(gateway: Gateway) -> None:
     r = gateway.post(pageview(domain="nobody.example"))
     assert r.status_code == 202
     assert r.json() == {"accepted": 0, "dropped": 1}
-    metrics = gateway.client.get("/metrics").text
-    assert 'gateway_events_dropped_total{site="(unknown)",reason="unknown_site"} 1' in metrics
+    assert gateway.metric("gateway_events_dropped_total", site="(unknown)", reason="unknown_site") == 1
 
 
 def test_comma_separated_domains_fan_out_one_event_per_known_domain(start_gateway: Callable[..., Gateway]) -> None:
@@ -256,9 +255,9 @@ def test_events_reach_the_sink_while_running(start_gateway: Callable[..., Gatewa
     else:
         assert not status.exists()
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and "gateway_spool_segments 0" not in gw.client.get("/metrics").text:
+    while time.monotonic() < deadline and gw.metric("gateway_spool_segments") != 0:
         time.sleep(0.2)
-    assert "gateway_spool_segments 0" in gw.client.get("/metrics").text
+    assert gw.metric("gateway_spool_segments") == 0
     assert gw.stop(signal.SIGTERM) == 0
     assert len(gw.rows()) == 30
 
