@@ -1,4 +1,4 @@
-"""Speed of the shields: µs per event through the whole chain, cold and warm, and per IP lookup.
+"""Speed of the steps: µs per event through the gateway's steps, cold and warm, and per IP lookup.
 
 Cold: every event has a User-Agent the bot matcher has not seen (its verdict cache is empty).
 Warm: the same User-Agents again, as in steady traffic where a few thousand UAs repeat.
@@ -23,18 +23,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from shields import (  # noqa: E402
-    BotMatcher,
-    ClientContext,
-    Event,
-    IntervalSet,
-    LiveLists,
-    SiteConfig,
-    SpamReferrerList,
-    default_chain,
-    parse_site_shields,
-    run_chain,
-)
+import tempfile  # noqa: E402
+
+from gateway.ingest.body import ParsedEvent  # noqa: E402
+from gateway.ingest.clients import Client  # noqa: E402
+from gateway.ingest.executor import Executor  # noqa: E402
+from gateway.ingest.sites import Sites  # noqa: E402
+from gateway.ingest.steps import SWITCHABLE  # noqa: E402
+from gateway.runtime import offline_executor  # noqa: E402
+from shields import BotMatcher, IntervalSet, LiveLists, SiteConfig, SpamReferrerList, parse_site_shields  # noqa: E402
 
 EVAL = ROOT.parent / "shared" / "eval"
 csv.field_size_limit(1 << 24)
@@ -94,18 +91,19 @@ def sites() -> dict[str, SiteConfig]:
     }
     return {
         "no rules": SiteConfig(domain="site.example"),
-        "~1,500 rules": SiteConfig(domain="site.example", shields=parse_site_shields(many, "bench.toml")),
+        "~1,500 rules": SiteConfig(domain="site.example",
+                                   shields=parse_site_shields(many, "bench.toml", switchable=SWITCHABLE)),
     }
 
 
-def events(n: int) -> list[tuple[Event, ClientContext]]:
+def events(n: int) -> list[tuple[ParsedEvent, Client]]:
     rnd = random.Random(4)
     uas = user_agents(n)
     referrers = [None, None, "https://www.google.com/", "https://news.ycombinator.com/item?id=1", "https://t.co/x"]
     out = []
     for i in range(n):
         ip = ipaddress.IPv4Address(rnd.getrandbits(32))
-        event = Event(
+        event = ParsedEvent(
             name="pageview",
             domain="site.example",
             url=f"https://site.example/blog/post-{i % 500}",
@@ -113,16 +111,17 @@ def events(n: int) -> list[tuple[Event, ClientContext]]:
             pathname=f"/blog/post-{i % 500}",
             referrer=rnd.choice(referrers),
         )
-        client = ClientContext(ip=ip, user_agent=uas[i], country_code=rnd.choice(["US", "DE", "FR", "BR", None]),
-                               asn=rnd.choice([7922, 3320, 16509, None]))
+        client = Client(ip=ip, user_agent=uas[i], country_code=rnd.choice(["US", "DE", "FR", "BR", None]),
+                        asn=rnd.choice([7922, 3320, 16509, None]))
         out.append((event, client))
     return out
 
 
-def time_chain(chain: tuple, batch: list[tuple[Event, ClientContext]], site: SiteConfig) -> float:
+def time_steps(executor: Executor, batch: list[tuple[ParsedEvent, Client]]) -> float:
+    decide = executor.decide
     start = time.perf_counter()
     for event, client in batch:
-        run_chain(chain, event, client, site)
+        decide(event, client)
     return (time.perf_counter() - start) / len(batch) * 1e6
 
 
@@ -142,9 +141,11 @@ def main() -> int:
     print(f"{len(batch)} events, {len({c.user_agent for _, c in batch})} distinct User-Agents\n")
     print(f"{'site':<14} {'cold µs/event':>14} {'warm µs/event':>14}")
     for name, site in sites().items():
-        chain = default_chain(lists, BotMatcher.default())  # a fresh, empty verdict cache
-        cold = time_chain(chain, batch, site)
-        warm = statistics.median(time_chain(chain, batch, site) for _ in range(3))
+        # a fresh executor: an empty verdict cache in its bot matcher, one-off clients
+        executor = offline_executor(lists, Path(tempfile.mkdtemp(prefix="gw-bench-shields-")))
+        executor.use(Sites({site.domain: site}, (site,)))
+        cold = time_steps(executor, batch)
+        warm = statistics.median(time_steps(executor, batch) for _ in range(3))
         print(f"{name:<14} {cold:>14.2f} {warm:>14.2f}")
 
     ips = [client.ip for _, client in batch if client.ip is not None]

@@ -23,16 +23,20 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 import mix  # noqa: E402
 
-from gateway.ingest.client_ip import ClientIPResolver  # noqa: E402
+from gateway.config import ListSettings  # noqa: E402
 from gateway.enrich.columns import RowColumns  # noqa: E402
 from gateway.enrich.geo import GeoEnricher  # noqa: E402
-from gateway.ingest.pipeline import NO_LOCATION  # noqa: E402
 from gateway.ingest.body import parse_body  # noqa: E402
+from gateway.ingest.client_ip import ClientIPResolver  # noqa: E402
+from gateway.ingest.clients import Client  # noqa: E402
+from gateway.ingest.sites import Sites  # noqa: E402
+from gateway.ingest.visitor import visitor_id  # noqa: E402
+from gateway.lists import ListStore  # noqa: E402
+from gateway.runtime import offline_executor  # noqa: E402
 from gateway.state.salts import FileSaltStore  # noqa: E402
 from gateway.store.spool import encode_record  # noqa: E402
-from gateway.ingest.visitor import visitor_id  # noqa: E402
-from shields import BotMatcher, ListSettings, ListStore, ShieldChain, SpamReferrerShield, default_chain  # noqa: E402
-from shields.model import ClientContext, SiteConfig  # noqa: E402
+from shields import IntervalSet, SpamReferrerShield  # noqa: E402
+from shields.model import SiteConfig  # noqa: E402
 
 
 def _time(fn: Callable[[int], Any], n: int, repeat: int = 3) -> float:
@@ -56,23 +60,24 @@ def main(n: int = 20_000) -> dict[str, float]:
     bodies = [b.encode() for b in mix.bodies(n=400)]
     uas = mix.user_agents()
     ips = [ipaddress.ip_address(a) for a in addrs[:2000]]
-    resolver = ClientIPResolver([ipaddress.ip_network("127.0.0.1/32")])
+    resolver = ClientIPResolver(IntervalSet.from_lines(["127.0.0.1/32"]))
     headers = [{"user-agent": uas[i % len(uas)], "x-forwarded-for": str(ips[i % len(ips)])} for i in range(4000)]
     sources = {kind: tuple(paths) for kind, paths in mix.eval_list_sources().items()}
     store = ListStore(tmp, ListSettings(sources=sources, refresh_seconds=0))
     if sources:
         store.update_all()
     store.load_all()
-    chain = ShieldChain(default_chain(store.lists, BotMatcher.default(), include_spam_referrer=False))
+    executor = offline_executor(store.lists, tmp / "state")
     spam = SpamReferrerShield(store.lists)
-    # No event memo: the step measures the work for an event not seen before.
-    columns = RowColumns(event_memo=0)
+    # RowColumns keeps no events: the step measures the work for an event not seen before.
+    columns = RowColumns()
     salts = FileSaltStore(tmp)
     salt, _ = salts.salts()
     site = SiteConfig(domain="site.test")
+    executor.use(Sites({site.domain: site}, (site,)))
 
     parsed = [parse_body(b).items[0].events[0] for b in bodies]
-    clients = [ClientContext(ip=ips[i % len(ips)], user_agent=uas[i % len(uas)]) for i in range(4000)]
+    clients = [Client(ip=ips[i % len(ips)], user_agent=uas[i % len(uas)]) for i in range(4000)]
     row = (os.urandom(16).hex(), "2026-11-23 12:00:00", "pageview", "site.test", 123456789, "site.test",
            "/pricing", "", "Google", "", "", "", "", "", "", "DE", "DE-BE", "", 2950159, "Desktop", "Windows",
            "10", "Chrome", "131.0", "[]", "[]", 0, 0, 1, None, "", 1)
@@ -81,10 +86,10 @@ def main(n: int = 20_000) -> dict[str, float]:
         "parse body": lambda i: parse_body(bodies[i % len(bodies)]),
         "client ip": lambda i: resolver.resolve("127.0.0.1", headers[i % len(headers)]),
         "geo lookup": lambda i: geo.locate(clients[i % len(clients)].ip),
-        "spam referrer": lambda i: spam.check_any_site(parsed[i % len(parsed)], clients[i % len(clients)]),
-        "shield chain": lambda i: chain(parsed[i % len(parsed)], clients[i % len(clients)], site),
+        "spam referrer": lambda i: spam.check(parsed[i % len(parsed)], clients[i % len(clients)], site),
+        "steps": lambda i: executor.decide(parsed[i % len(parsed)], clients[i % len(clients)]),
         "UA + referrer": lambda i: (columns.for_event(parsed[i % len(parsed)]),
-                                    columns.for_client(clients[i % len(clients)].user_agent, NO_LOCATION)),
+                                    columns.for_client(clients[i % len(clients)].user_agent, None)),
         "visitor id": lambda i: visitor_id(salt, uas[i % len(uas)], ips[i % len(ips)], "site.test", "site.test"),
         "spool record": lambda i: encode_record([row]),
         "JSON answer": lambda i: orjson.dumps({"accepted": 1}),
@@ -93,13 +98,13 @@ def main(n: int = 20_000) -> dict[str, float]:
 
     # Cold: a new User-Agent and IP for every event (caches miss on every call).
     cold_uas = [f"{uas[i % len(uas)]} r{i}" for i in range(n)]
-    cold_clients = [ClientContext(ip=ipaddress.ip_address(addrs[i % len(addrs)]), user_agent=cold_uas[i])
+    cold_clients = [Client(ip=ipaddress.ip_address(addrs[i % len(addrs)]), user_agent=cold_uas[i])
                     for i in range(n)]
     cold_steps = {
         "geo lookup": lambda i: geo.locate(cold_clients[i].ip),
-        "shield chain": lambda i: chain(parsed[i % len(parsed)], cold_clients[i], site),
+        "steps": lambda i: executor.decide(parsed[i % len(parsed)], cold_clients[i]),
         "UA + referrer": lambda i: (columns.for_event(parsed[i % len(parsed)]),
-                                    columns.for_client(cold_clients[i].user_agent, NO_LOCATION)),
+                                    columns.for_client(cold_clients[i].user_agent, None)),
     }
     cold = {name: _time(fn, n, repeat=1) for name, fn in cold_steps.items()}
     total = sum(warm.values())

@@ -1,39 +1,31 @@
-"""`edge-gateway`: serve, check-config, and the operator commands."""
+"""`edge-gateway`: serve, check-config, explain, and the operator commands."""
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import json
 import logging
-import os
 import sys
 from functools import partial
 from pathlib import Path
-from typing import Any
 
-from gateway.config import GatewayConfig, load_gateway_config, load_sites
+import orjson
+
+from gateway.config import GatewayConfig, load_gateway_config
 from gateway.errors import ConfigError
+from gateway.logs import setup_logging
 
 log = logging.getLogger("gateway")
 
 
-def setup_logging(level: str = "INFO") -> None:
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s")
-
-
 def _load(path: str) -> tuple[GatewayConfig, int]:
-    from gateway.state.shared import open_shared
+    """The gateway file and the number of sites, every section validated."""
+    from gateway.ingest.sites import load_sites
 
     config = load_gateway_config(path)
     sites = load_sites(config.sites_dir)
-    from gateway.app import list_settings
-    from gateway.enrich.geo import load_settings
-
-    shared = open_shared(config.sections.get("shared", {}), str(config.source))  # validates [shared]
-    if shared is not None:
-        shared.close()
-    load_settings(config.sections.get("geo", {}), config.source.parent, str(config.source))
-    list_settings(config)
+    setup_logging(config.logging_level)
     return config, len(sites.sites)
 
 
@@ -41,26 +33,28 @@ def prepare_data_dir(config: GatewayConfig) -> None:
     """Start-up work done once, in the main process, before any worker exists."""
     from gateway.metrics import Metrics
     from gateway.state.salts import FileSaltStore
-    from gateway.store.sqlite import ensure_schema
+    from gateway.store.sinks import open_sink
     from gateway.store.spool import recover
 
     config.data_dir.mkdir(parents=True, exist_ok=True)
     FileSaltStore(config.data_dir).purge()
     Metrics(config.data_dir).clear_all()
     if config.sink.type == "sqlite":
-        ensure_schema(config.sqlite_path)
-    else:
-        from gateway.store.clickhouse import ClickHouseError
-        from gateway.store.sinks import open_sink
+        from gateway.store.sqlite import ensure_schema
 
-        sink = open_sink(config)
-        if getattr(sink, "create_schema", False):
-            try:
-                sink.ensure_schema()  # type: ignore[attr-defined]
-            except ClickHouseError as exc:
-                log.warning("ClickHouse unavailable at start (%s): events are kept in the spool and the "
-                            "schema is created on the first write that reaches it", exc)
+        ensure_schema(config.sqlite_path)
+    elif config.sink.create_schema:
+        from gateway.store.clickhouse import ClickHouseError, open_clickhouse_sink
+
+        sink = open_clickhouse_sink(config.sink)
+        try:
+            sink.ensure_schema()
+        except ClickHouseError as exc:
+            log.warning("ClickHouse unavailable at start (%s): events are kept in the spool and the "
+                        "schema is created on the first write that reaches it", exc)
         sink.close()
+    else:
+        open_sink(config).close()
     left = recover(config.data_dir / "spool")
     if left:
         log.info("%d spool segment(s) from a previous run will be shipped to the sink", left)
@@ -71,6 +65,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from sanic.worker.loader import AppLoader
 
     from gateway.app import create_app
+    from gateway.store import shipper as shipper_process
 
     try:
         config, n_sites = _load(args.config)
@@ -90,8 +85,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 single_process=False)
     shipper = None
     if config.spool.mode == "disk" and config.spool.shipper == "process":
-        from gateway.store import shipper as shipper_process
-
         shipper = shipper_process.start(config_path)
     log.info("serving on http://%s:%d with %d worker(s), data in %s", host, port, workers, config.data_dir)
     try:
@@ -142,18 +135,13 @@ def cmd_geo_install(args: argparse.Namespace) -> int:
     return 0
 
 
-def _list_store(config: GatewayConfig) -> Any:
-    from gateway.app import list_settings
-    from shields import ListStore
-
-    return ListStore(config.data_dir, list_settings(config))
-
-
 def cmd_lists_update(args: argparse.Namespace) -> int:
+    from gateway.lists import ListStore
+
     config = _config_or_exit(args.config)
     if config is None:
         return 2
-    store = _list_store(config)
+    store = ListStore(config.data_dir, config.lists)
     kinds = args.kind or list(store.settings.sources)
     failed = 0
     for kind in kinds:
@@ -166,10 +154,12 @@ def cmd_lists_update(args: argparse.Namespace) -> int:
 
 
 def cmd_lists_status(args: argparse.Namespace) -> int:
+    from gateway.lists import ListStore
+
     config = _config_or_exit(args.config)
     if config is None:
         return 2
-    store = _list_store(config)
+    store = ListStore(config.data_dir, config.lists)
     store.load_all()
     for st in store.status():
         age = "never fetched" if st.age_seconds is None else f"fetched {st.age_seconds / 3600:.1f} h ago"
@@ -179,54 +169,48 @@ def cmd_lists_status(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    """Run one event through the same parsing, geo and shield code the gateway uses, and print
-    every shield's outcome: what an operator needs to see why a visitor is (not) counted."""
-    import ipaddress
-    import json
-
-    import orjson
-
-    from gateway.app import build_shields
-    from gateway.enrich.geo import GeoEnricher, open_reader
+    """Run events through the steps the server runs, with the same executor in tracing mode,
+    and print every step's decision: why a visitor is (not) counted."""
     from gateway.ingest.body import parse_body
-    from shields.model import ClientContext
+    from gateway.metrics import Metrics
+    from gateway.runtime import RequestPath
 
     config = _config_or_exit(args.config)
     if config is None:
         return 2
     body = args.event or json.dumps({"n": args.name, "u": args.url, "d": args.domain, "r": args.referrer})
     result = parse_body(body.encode())
-    if result.error is not None or result.items[0].errors:
-        print(f"invalid event: {orjson.dumps(result.error or result.items[0].errors).decode()}")
+    invalid = result.error or next((item.errors for item in result.items if item.errors), None)
+    if invalid is not None:
+        print(f"invalid event: {orjson.dumps(invalid).decode()}")
         return 1
     try:
         ip = ipaddress.ip_address(args.ip) if args.ip else None
     except ValueError:
         print(f"error: --ip {args.ip!r} is not an IP address", file=sys.stderr)
         return 2
-    sites = load_sites(config.sites_dir)
-    store, chain, spam = build_shields(config)
-    geo = GeoEnricher(open_reader(config.sections.get("geo", {}), config.source.parent,
-                                  config.data_dir, str(config.source)))
-    location, asn = geo.locate(ip, args.ip_type)
-    client = ClientContext(ip=ip, user_agent=args.ua, ip_type=args.ip_type,
-                           country_code=location.country_code or None, asn=asn)
-    print(f"client: country={client.country_code or '-'} asn={asn or '-'}")
-    for event in result.items[0].events:
+    path = RequestPath(config, Metrics(config.data_dir))
+    try:
+        client = path.clients.describe(ip, args.ua, args.ip_type)
+        traces = [path.executor.trace(event, client) for item in result.items for event in item.events]
+    finally:
+        path.release()
+    if args.json:
+        print(json.dumps({
+            "client": {"country": client.country_code, "asn": client.asn},
+            "events": [{"name": e.name, "domain": e.domain, "site": t.site.domain, "kept": t.kept,
+                        "reason": None if t.dropped is None else t.dropped.reason.value,
+                        "steps": [{"reason": r.reason, "outcome": r.outcome, "detail": r.detail} for r in t.steps]}
+                       for e, t in zip((e for item in result.items for e in item.events), traces)],
+        }))
+        return 0
+    print(f"client: country={client.country_code or '-'} asn={client.asn or '-'}")
+    events = [e for item in result.items for e in item.events]
+    for event, trace in zip(events, traces):
         print(f"event {event.name!r} for {event.domain} at {event.hostname}{event.pathname}")
-        verdict = spam.check_any_site(event, client)
-        if verdict is not None:
-            print(f"  spam_referrer: drop ({verdict.detail})")
-            continue
-        site = sites.get(event.domain)
-        if site is None:
-            print("  unknown_site: drop (no site file declares this domain)")
-            continue
-        dropped = False
-        for report in chain.explain(event, client, site):
+        for report in trace.steps:
             print(f"  {report.reason}: {report.outcome}" + (f" ({report.detail})" if report.detail else ""))
-            dropped = dropped or report.outcome == "drop"
-        print(f"  => {'dropped' if dropped else 'kept'}")
+        print("  => kept" if trace.kept else f"  => dropped ({trace.dropped.reason.value})")  # type: ignore[union-attr]
     return 0
 
 
@@ -263,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--config", required=True)
     ls.set_defaults(func=cmd_lists_status)
 
-    e = sub.add_parser("explain", help="show what every shield decides for one event")
+    e = sub.add_parser("explain", help="show what every step decides for one event")
     e.add_argument("--config", required=True)
     e.add_argument("--ua", default="", help="User-Agent header")
     e.add_argument("--ip", help="client IP address")
@@ -272,13 +256,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--domain", default="example.com")
     e.add_argument("--name", default="pageview")
     e.add_argument("--referrer")
-    e.add_argument("--event", help="a full JSON event body instead of --url/--domain/--name/--referrer")
+    e.add_argument("--event", help="a full JSON event body (or a batch) instead of --url/--domain/--name/--referrer")
+    e.add_argument("--json", action="store_true", help="print the decisions as JSON")
     e.set_defaults(func=cmd_explain)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    setup_logging(os.environ.get("GATEWAY_LOG_LEVEL", "INFO"))
+    setup_logging()
     args = build_parser().parse_args(argv)
     return int(args.func(args))
 

@@ -1,46 +1,122 @@
-"""The stored event row: one schema for every sink.
+"""The stored event row: one schema for every sink, built from three named parts.
 
-Column names follow Plausible's ClickHouse `events` table where one exists. A row is a plain
-tuple in `COLUMNS` order, built once per accepted event by the pipeline.
+Column names follow Plausible's ClickHouse `events` table where one exists. A row is the
+event's own five columns (`RowHead`), then three parts that each depend on one thing only and
+are worked out once for it (gateway/enrich/columns.py):
+
+    SourceColumns   the event's page and where the visitor came from   (once per distinct body)
+    ClientColumns   the client's location and browser                  (once per client)
+    DetailColumns   the event's properties, engagement and revenue     (once per distinct body)
+
+`join` puts them together, and the column order of every sink is `COLUMNS`, which is derived
+from the same part types: the order is written once, here.
 """
 
 from __future__ import annotations
 
-# (name, SQLite type, ClickHouse type)
-COLUMN_TYPES: tuple[tuple[str, str, str], ...] = (
-    ("event_id", "TEXT NOT NULL PRIMARY KEY", "String"),
-    ("timestamp", "TEXT NOT NULL", "DateTime"),
-    ("name", "TEXT NOT NULL", "String"),
-    ("domain", "TEXT NOT NULL", "String"),
-    ("user_id", "INTEGER NOT NULL", "Int64"),
-    ("hostname", "TEXT NOT NULL", "String"),
-    ("pathname", "TEXT NOT NULL", "String"),
-    ("referrer", "TEXT NOT NULL", "String"),
-    ("referrer_source", "TEXT NOT NULL", "String"),
-    ("click_id_param", "TEXT NOT NULL", "String"),
-    ("utm_medium", "TEXT NOT NULL", "String"),
-    ("utm_source", "TEXT NOT NULL", "String"),
-    ("utm_campaign", "TEXT NOT NULL", "String"),
-    ("utm_content", "TEXT NOT NULL", "String"),
-    ("utm_term", "TEXT NOT NULL", "String"),
-    ("country_code", "TEXT NOT NULL", "FixedString(2)"),
-    ("subdivision1_code", "TEXT NOT NULL", "String"),
-    ("subdivision2_code", "TEXT NOT NULL", "String"),
-    ("city_geoname_id", "INTEGER NOT NULL", "UInt32"),
-    ("screen_size", "TEXT NOT NULL", "String"),
-    ("operating_system", "TEXT NOT NULL", "String"),
-    ("operating_system_version", "TEXT NOT NULL", "String"),
-    ("browser", "TEXT NOT NULL", "String"),
-    ("browser_version", "TEXT NOT NULL", "String"),
-    ("meta.key", "TEXT NOT NULL", "Array(String)"),  # JSON array text in SQLite
-    ("meta.value", "TEXT NOT NULL", "Array(String)"),
-    ("scroll_depth", "INTEGER NOT NULL", "UInt8"),
-    ("engagement_time", "INTEGER NOT NULL", "UInt32"),
-    ("interactive", "INTEGER NOT NULL", "UInt8"),
-    ("revenue_source_amount", "TEXT", "Nullable(String)"),
-    ("revenue_source_currency", "TEXT NOT NULL", "String"),
-    ("tracker_version", "INTEGER NOT NULL", "UInt16"),
-)
+from collections import namedtuple
+from typing import Any, NamedTuple
 
-COLUMNS: tuple[str, ...] = tuple(c[0] for c in COLUMN_TYPES)
+__all__ = ["COLUMNS", "COLUMN_TYPES", "INDEX", "ClientColumns", "DetailColumns", "Row", "RowHead",
+           "SourceColumns", "join"]
+
+
+class RowHead(NamedTuple):
+    event_id: str
+    timestamp: str  # "YYYY-MM-DD HH:MM:SS", UTC
+    name: str
+    domain: str
+    user_id: int
+
+
+class SourceColumns(NamedTuple):
+    hostname: str
+    pathname: str
+    referrer: str
+    referrer_source: str
+    click_id_param: str
+    utm_medium: str
+    utm_source: str
+    utm_campaign: str
+    utm_content: str
+    utm_term: str
+
+
+class ClientColumns(NamedTuple):
+    country_code: str = ""
+    subdivision1_code: str = ""
+    subdivision2_code: str = ""
+    city_geoname_id: int = 0
+    screen_size: str = ""
+    operating_system: str = ""
+    operating_system_version: str = ""
+    browser: str = ""
+    browser_version: str = ""
+
+
+class DetailColumns(NamedTuple):
+    meta_key: str  # JSON array text of the prop keys (column "meta.key")
+    meta_value: str  # JSON array text of the prop values (column "meta.value")
+    scroll_depth: int
+    engagement_time: int
+    interactive: int
+    revenue_source_amount: str | None
+    revenue_source_currency: str
+    tracker_version: int
+
+
+def join(head: tuple[str, str, str, str, int], source: SourceColumns, client: ClientColumns,
+         detail: DetailColumns) -> tuple[Any, ...]:
+    """One stored row, in `COLUMNS` order: a plain tuple, which the spool and sinks take as is."""
+    return head + source + client + detail
+
+
+_FIELDS = RowHead._fields + SourceColumns._fields + ClientColumns._fields + DetailColumns._fields
+
+#: A stored row with its columns by name (`Row._make(row)`), for reading rows back.
+Row = namedtuple("Row", _FIELDS)  # type: ignore[misc]
+
+# Column names that are not Python identifiers.
+_NAMES = {"meta_key": "meta.key", "meta_value": "meta.value"}
+
+COLUMNS: tuple[str, ...] = tuple(_NAMES.get(f, f) for f in _FIELDS)
 INDEX = {name: i for i, name in enumerate(COLUMNS)}
+
+# column name -> (SQLite type, ClickHouse type)
+_TYPES: dict[str, tuple[str, str]] = {
+    "event_id": ("TEXT NOT NULL PRIMARY KEY", "String"),
+    "timestamp": ("TEXT NOT NULL", "DateTime"),
+    "name": ("TEXT NOT NULL", "String"),
+    "domain": ("TEXT NOT NULL", "String"),
+    "user_id": ("INTEGER NOT NULL", "Int64"),
+    "hostname": ("TEXT NOT NULL", "String"),
+    "pathname": ("TEXT NOT NULL", "String"),
+    "referrer": ("TEXT NOT NULL", "String"),
+    "referrer_source": ("TEXT NOT NULL", "String"),
+    "click_id_param": ("TEXT NOT NULL", "String"),
+    "utm_medium": ("TEXT NOT NULL", "String"),
+    "utm_source": ("TEXT NOT NULL", "String"),
+    "utm_campaign": ("TEXT NOT NULL", "String"),
+    "utm_content": ("TEXT NOT NULL", "String"),
+    "utm_term": ("TEXT NOT NULL", "String"),
+    "country_code": ("TEXT NOT NULL", "FixedString(2)"),
+    "subdivision1_code": ("TEXT NOT NULL", "String"),
+    "subdivision2_code": ("TEXT NOT NULL", "String"),
+    "city_geoname_id": ("INTEGER NOT NULL", "UInt32"),
+    "screen_size": ("TEXT NOT NULL", "String"),
+    "operating_system": ("TEXT NOT NULL", "String"),
+    "operating_system_version": ("TEXT NOT NULL", "String"),
+    "browser": ("TEXT NOT NULL", "String"),
+    "browser_version": ("TEXT NOT NULL", "String"),
+    "meta.key": ("TEXT NOT NULL", "Array(String)"),  # JSON array text in SQLite
+    "meta.value": ("TEXT NOT NULL", "Array(String)"),
+    "scroll_depth": ("INTEGER NOT NULL", "UInt8"),
+    "engagement_time": ("INTEGER NOT NULL", "UInt32"),
+    "interactive": ("INTEGER NOT NULL", "UInt8"),
+    "revenue_source_amount": ("TEXT", "Nullable(String)"),
+    "revenue_source_currency": ("TEXT NOT NULL", "String"),
+    "tracker_version": ("INTEGER NOT NULL", "UInt16"),
+}
+
+#: (name, SQLite type, ClickHouse type), in `COLUMNS` order.
+COLUMN_TYPES: tuple[tuple[str, str, str], ...] = tuple((name, *_TYPES[name]) for name in COLUMNS)

@@ -5,14 +5,16 @@ from pathlib import Path
 
 from hypothesis import given, strategies as st
 
-from gateway.ingest.client_ip import ClientIPResolver, parse_ip
-from gateway.ingest.clients import MAX_KEY_CHARS, ClientMemo
 from gateway.enrich.columns import RowColumns
 from gateway.enrich.geo import GeoEnricher
+from gateway.ingest.client_ip import ClientIPResolver, parse_ip
+from gateway.ingest.clients import MAX_KEY_CHARS, ClientMemo
+from gateway.state.generation import Generation
 from geo import GeoReader
 from geo.testdb import nested_city_record, write_db
+from shields.intervals import IntervalSet
 
-TRUSTED = ClientIPResolver([ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("fd00::/8")])
+TRUSTED = ClientIPResolver(IntervalSet.from_lines(["10.0.0.0/8", "fd00::/8"]))
 
 
 def test_untrusted_peer_is_the_client_whatever_the_headers_say() -> None:
@@ -80,14 +82,19 @@ def _geo(path: Path, country: str) -> Path:
 
 def _direct(geo: GeoEnricher, peer: str, headers: dict[str, str]) -> tuple[object, object]:
     ip, kind = TRUSTED.resolve(peer, headers)
-    loc, asn = geo.locate(ip, kind)
+    loc = geo.locate(ip, kind)
     ua = headers.get("user-agent", "")
-    return (ip, ua, kind, loc.country_code or None, asn), COLUMNS.for_client(ua, loc)
+    country = loc.country_code if loc is not None else None
+    return (ip, ua, kind, country, loc.asn if loc is not None else None), COLUMNS.for_client(ua, loc)
 
 
 def _answer(memo: ClientMemo, peer: str, headers: dict[str, str]) -> tuple[object, object]:
-    client, columns = memo(peer, headers)
-    return (client.ip, client.user_agent, client.ip_type, client.country_code, client.asn), columns
+    client = memo(peer, headers)
+    return (client.ip, client.user_agent, client.ip_type, client.country_code, client.asn), client.columns
+
+
+def _memo(geo: GeoEnricher, size: int = 8192, generation: Generation | None = None) -> ClientMemo:
+    return ClientMemo(TRUSTED, geo, COLUMNS, generation or Generation(), size=size)
 
 
 CASES = [
@@ -106,19 +113,19 @@ CASES = [
 
 def test_the_memo_answers_what_the_resolver_and_geo_answer(tmp_path: Path) -> None:
     geo = GeoEnricher(GeoReader(_geo(tmp_path / "city.mmdb", "GB"), reload_check_seconds=None))
-    memo = ClientMemo(TRUSTED, geo, COLUMNS)
+    memo = _memo(geo)
     for peer, headers in CASES * 2:
         assert _answer(memo, peer, headers) == _direct(geo, peer, headers), (peer, headers)
     assert memo.cache_info().hits == len(CASES) and memo.cache_info().misses == len(CASES)
     # the same client's next request gets the very same context
-    assert memo(*CASES[0])[0] is memo("10.0.0.1", dict(CASES[0][1]))[0]
+    assert memo(*CASES[0]) is memo("10.0.0.1", dict(CASES[0][1]))
 
 
 def test_the_memo_reads_headers_in_any_case_from_sanics_header_type(tmp_path: Path) -> None:
     from sanic.compat import Header
 
     geo = GeoEnricher(GeoReader(_geo(tmp_path / "city.mmdb", "GB"), reload_check_seconds=None))
-    memo = ClientMemo(TRUSTED, geo, COLUMNS)
+    memo = _memo(geo)
     for peer, headers in CASES:
         titled = Header([(name.title(), value) for name, value in headers.items()])
         assert _answer(memo, peer, titled) == _direct(geo, peer, headers), (peer, headers)
@@ -126,53 +133,58 @@ def test_the_memo_reads_headers_in_any_case_from_sanics_header_type(tmp_path: Pa
 
 def test_clients_with_long_headers_are_worked_out_but_not_remembered(tmp_path: Path) -> None:
     geo = GeoEnricher(GeoReader(_geo(tmp_path / "city.mmdb", "GB"), reload_check_seconds=None))
-    memo = ClientMemo(TRUSTED, geo, COLUMNS)
+    memo = _memo(geo)
     headers = {"x-forwarded-for": "81.2.69.7", "user-agent": "x" * MAX_KEY_CHARS}
     assert _answer(memo, "10.0.0.1", headers) == _direct(geo, "10.0.0.1", headers)
     assert memo.cache_info().currsize == 0
-    # a one-off context keeps no answers; a remembered one has a memo of its own
-    assert memo("10.0.0.1", headers)[0].memo is None
-    assert memo(*CASES[0])[0].memo == {}
+    # a one-off client keeps no answers; a remembered one has room for its own
+    one_off = memo("10.0.0.1", headers)
+    assert one_off.verdicts is None and one_off.visitor_ids is None
+    kept = memo(*CASES[0])
+    assert kept.verdicts == {} and kept.visitor_ids == {}
 
 
-def test_clear_forgets_every_client_and_their_kept_answers(tmp_path: Path) -> None:
+def test_a_new_generation_forgets_every_client_and_their_kept_answers(tmp_path: Path) -> None:
     geo = GeoEnricher(GeoReader(_geo(tmp_path / "city.mmdb", "GB"), reload_check_seconds=None))
-    memo = ClientMemo(TRUSTED, geo, COLUMNS)
-    before = memo(*CASES[0])[0]
-    assert before.memo is not None
-    before.memo["kept"] = 1
-    memo.clear()
-    after = memo(*CASES[0])[0]
-    assert after is not before and after.memo == {} and memo.cache_info().currsize == 1
+    generation = Generation()
+    memo = _memo(geo, generation=generation)
+    before = memo(*CASES[0])
+    assert before.verdicts is not None
+    before.verdicts["kept"] = None
+    generation.bump()
+    after = memo(*CASES[0])
+    assert after is not before and after.verdicts == {} and memo.cache_info().currsize == 1
+    assert after.generation == generation.value != before.generation
 
 
-def test_a_replaced_geo_database_empties_the_memo(tmp_path: Path) -> None:
+def test_a_replaced_geo_database_reaches_the_memo_through_the_generation(tmp_path: Path) -> None:
     path = _geo(tmp_path / "city.mmdb", "GB")
     geo = GeoEnricher(GeoReader(path, reload_check_seconds=None))
-    memo = ClientMemo(TRUSTED, geo, COLUMNS, size=16)
+    generation = Generation()
+    memo = _memo(geo, 16, generation)
     peer, headers = CASES[0]
-    assert memo(peer, headers)[0].country_code == "GB"
+    assert memo(peer, headers).country_code == "GB"
     _geo(path, "FR")
     assert geo.reader.check_for_updates() is True
-    assert memo(peer, headers)[0].country_code == "GB"  # remembered until told
-    memo.follow(geo.generation)
-    client, columns = memo(peer, headers)
-    assert client.country_code == "FR" and columns[0] == "FR"
-    memo.follow(geo.generation)  # no change: the memo keeps what it has
+    assert memo(peer, headers).country_code == "GB"  # remembered until the generation moves
+    generation.bump()  # what the worker does when geo.generation moved (gateway/runtime.py)
+    client = memo(peer, headers)
+    assert client.country_code == "FR" and client.columns[0] == "FR"
+    assert memo(peer, headers) is client  # no change: the memo keeps what it has
     assert memo.cache_info().currsize == 1
 
 
 def test_the_memo_is_bounded(tmp_path: Path) -> None:
     geo = GeoEnricher(GeoReader(_geo(tmp_path / "city.mmdb", "GB"), reload_check_seconds=None))
-    memo = ClientMemo(TRUSTED, geo, COLUMNS, size=8)
+    memo = _memo(geo, 8)
     for i in range(40):
         memo("10.0.0.1", {"x-forwarded-for": f"81.2.69.{i}", "user-agent": UA})
     assert memo.cache_info().currsize == 8
 
 
 def test_without_a_geo_database_the_memo_still_resolves() -> None:
-    memo = ClientMemo(TRUSTED, GeoEnricher(None), COLUMNS)
-    client, columns = memo("10.0.0.1", {"x-forwarded-for": "81.2.69.7", "user-agent": UA})
+    memo = _memo(GeoEnricher(None))
+    client = memo("10.0.0.1", {"x-forwarded-for": "81.2.69.7", "user-agent": UA})
     assert str(client.ip) == "81.2.69.7" and client.country_code is None
-    assert columns[:4] == ("", "", "", 0) and columns[7] == "Firefox"
-    memo.follow(GeoEnricher(None).generation)
+    assert client.columns[:4] == ("", "", "", 0) and client.columns[7] == "Firefox"
+    assert GeoEnricher(None).generation == 0

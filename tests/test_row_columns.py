@@ -1,28 +1,44 @@
-"""The stored row: the event's and the client's runs of columns, and the row the pipeline joins."""
+"""The stored row: the event's and the client's parts, and the row the row builder joins."""
 
 from __future__ import annotations
 
 import ipaddress
+import json
 from pathlib import Path
 
-from gateway.config import Sites
 from gateway.enrich.columns import RowColumns
-from gateway.metrics import Metrics
-from gateway.ingest.pipeline import NO_CLIENT_COLUMNS, NO_LOCATION, Location, Pipeline
+from gateway.ingest.body import BodyParser, ParsedEvent
+from gateway.ingest.clients import Client
+from gateway.ingest.row import RowBuilder
+from gateway.ingest.visitor import Visitors, visitor_id
+from gateway.schema import COLUMNS, ClientColumns, DetailColumns, Row, RowHead, SourceColumns, join
+from gateway.state.generation import Generation
 from gateway.state.salts import FileSaltStore
-from gateway.schema import COLUMNS
-from gateway.ingest.visitor import visitor_id
-from shields.model import ClientContext, Event, SiteConfig
+from geo import Location
+from shields.model import SiteConfig
 
 CHROME_WINDOWS = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
                   "Chrome/120.0.6099.71 Safari/537.36")
-BERLIN = Location(country_code="DE", subdivision1_code="DE-BE", subdivision2_code="", city_geoname_id=2950159)
+BERLIN = Location(country_code="DE", subdivision1_code="DE-BE", subdivision2_code=None, city_geoname_id=2950159)
+SITE = SiteConfig(domain="site.test")
 
 
-def event(**kw: object) -> Event:
+def event(**kw: object) -> ParsedEvent:
     fields: dict[str, object] = {"name": "pageview", "domain": "site.test", "url": "https://site.test/",
                                  "hostname": "site.test", "pathname": "/"}
-    return Event(**(fields | kw))  # type: ignore[arg-type]
+    return ParsedEvent(**(fields | kw))  # type: ignore[arg-type]
+
+
+def builder(tmp_path: Path, columns: RowColumns | None = None) -> tuple[RowBuilder, FileSaltStore]:
+    salts = FileSaltStore(tmp_path)
+    return RowBuilder(columns or RowColumns(cache_size=16), Visitors(salts, Generation())), salts
+
+
+def test_the_column_order_is_the_order_of_the_named_parts() -> None:
+    names = RowHead._fields + SourceColumns._fields + ClientColumns._fields + DetailColumns._fields
+    assert tuple(n.replace("meta_", "meta.") for n in names) == COLUMNS == tuple(
+        n.replace("meta_", "meta.") for n in Row._fields)
+    assert len(COLUMNS) == 32 and len(set(COLUMNS)) == 32
 
 
 def test_the_event_runs_hold_the_event_fields_and_the_referrer_classification() -> None:
@@ -43,49 +59,69 @@ def test_the_event_runs_of_a_bare_event_are_empty_strings_and_zeros() -> None:
     assert tail == ("[]", "[]", 55, 1200, 1, None, "", 0)
 
 
-def test_the_client_run_holds_geo_and_user_agent_fields() -> None:
+def test_the_client_part_holds_geo_and_user_agent_fields() -> None:
     columns = RowColumns(cache_size=16)
     assert columns.for_client(CHROME_WINDOWS, BERLIN) == (
         "DE", "DE-BE", "", 2950159, "Desktop", "Windows", "10", "Chrome", "120.0")
-    assert columns.for_client("", NO_LOCATION) == NO_CLIENT_COLUMNS
+    assert columns.for_client("", None) == ClientColumns()
+    # an answer with an ASN and no country: no geo columns
+    assert columns.for_client("", Location(asn=64500)) == ClientColumns()
 
 
-def test_event_runs_are_kept_per_event_object_and_bounded() -> None:
-    columns = RowColumns(cache_size=16, event_memo=4)
+def test_event_parts_are_worked_out_once_per_parsed_event_and_kept_with_it(tmp_path: Path) -> None:
+    rows, _ = builder(tmp_path)
+    client = Client(ipaddress.ip_address("203.0.113.9"), CHROME_WINDOWS)
     first = event(pathname="/a")
-    runs = columns.for_event(first)
-    assert columns.for_event(first) is runs
+    assert first.columns is None  # nothing is worked out for an event that is not kept
+    rows.rows([(first, SITE)], client)
+    parts = first.columns
+    assert parts is not None and parts[0].pathname == "/a"
+    rows.rows([(first, SITE)], client)
+    assert first.columns is parts
     # an equal event that is another object is worked out again, to the same answer
     twin = event(pathname="/a")
-    assert columns.for_event(twin) == runs and columns.for_event(twin) is not runs
-    kept = [event(pathname=f"/{i}") for i in range(10)]
-    for e in kept:
-        assert columns.for_event(e)[0][1] == e.pathname
-    assert columns.cache_info()["events"] == 4
-    # the oldest ones went first: the last four are still the very same tuples
-    assert all(columns.for_event(e) is columns.for_event(e) for e in kept[-4:])
-    assert columns.for_event(first)[0][1] == "/a"
+    rows.rows([(twin, SITE)], client)
+    assert twin.columns == parts and twin.columns is not parts
 
 
-def test_without_an_event_memo_every_event_is_worked_out() -> None:
-    columns = RowColumns(cache_size=16, event_memo=0)
+def test_the_body_memo_bounds_the_kept_parts_and_hands_out_the_same_events(tmp_path: Path) -> None:
+    rows, _ = builder(tmp_path)
+    client = Client(ipaddress.ip_address("203.0.113.9"), CHROME_WINDOWS)
+    parse = BodyParser(cache_size=4)
+
+    def body(i: int) -> bytes:
+        return json.dumps({"n": "pageview", "u": f"https://site.test/{i}", "d": "site.test"}).encode()
+
+    kept = []
+    for i in range(10):
+        [e] = parse(body(i)).items[0].events
+        rows.rows([(e, SITE)], client)
+        kept.append(e)
+    assert parse.cache_info().currsize == 4
+    # the last four bodies are still the very same events, with their parts
+    assert all(parse(body(i)).items[0].events[0] is kept[i] and kept[i].columns is not None for i in range(6, 10))
+    # the oldest ones went first: a repeat is parsed (and would be enriched) again
+    assert parse(body(0)).items[0].events[0] is not kept[0]
+
+
+def test_row_columns_keep_no_events() -> None:
+    columns = RowColumns(cache_size=16)
     e = event(pathname="/a")
     assert columns.for_event(e) == columns.for_event(e) and columns.for_event(e) is not columns.for_event(e)
-    assert columns.cache_info()["events"] == 0
+    assert set(columns.cache_info()) == {"user_agents", "referrers"}
 
 
-def test_the_pipeline_puts_every_column_where_the_schema_says(tmp_path: Path) -> None:
-    site = SiteConfig(domain="site.test")
-    salts = FileSaltStore(tmp_path)
+def test_the_row_builder_puts_every_column_where_the_schema_says(tmp_path: Path) -> None:
+    rows, salts = builder(tmp_path)
     columns = RowColumns(cache_size=16)
-    pipeline = Pipeline(sites=lambda: Sites({"site.test": site}, (site,)), salts=salts, metrics=Metrics(tmp_path),
-                        event_columns=columns.for_event)
-    client = ClientContext(ipaddress.ip_address("203.0.113.9"), CHROME_WINDOWS, country_code="DE")
+    client = Client(ipaddress.ip_address("203.0.113.9"), CHROME_WINDOWS, country_code="DE",
+                    columns=columns.for_client(CHROME_WINDOWS, BERLIN))
     e = event(name="Signup", hostname="blog.site.test", pathname="/p", referrer="https://news.ycombinator.com/",
               utm_source="hn", props=(("k", "v"),), revenue_amount="5", revenue_currency="USD", tracker_version=3)
-    outcome = pipeline.process([e], client, columns.for_client(CHROME_WINDOWS, BERLIN))
-    [row] = outcome.rows
+    [row] = rows.rows([(e, SITE)], client)
     assert len(row) == len(COLUMNS)
+    assert Row._make(row).pathname == "/p" and row == join(tuple(row[:5]), *e.columns[:1], client.columns,  # type: ignore[misc]
+                                                           e.columns[1])  # type: ignore[index]
     stored = dict(zip(COLUMNS, row))
     salt, _ = salts.salts()
     assert len(stored.pop("event_id")) == 32

@@ -130,35 +130,39 @@ def test_root_domain_keeps_ip_literals_and_none() -> None:
     assert root_domain("a.b.example.co.uk") == "example.co.uk"
 
 
-def test_a_reused_client_context_keeps_its_visitor_id_only_until_the_salt_rotates(tmp_path: Path) -> None:
-    from gateway.config import Sites
+def test_a_remembered_client_keeps_its_visitor_id_only_until_the_salt_rotates(tmp_path: Path) -> None:
     from gateway.enrich.columns import RowColumns
-    from gateway.metrics import Metrics
-    from gateway.ingest.pipeline import Pipeline
+    from gateway.ingest.body import ParsedEvent
+    from gateway.ingest.clients import Client
+    from gateway.ingest.row import RowBuilder
+    from gateway.ingest.visitor import Visitors
     from gateway.schema import INDEX
-    from shields.model import ClientContext, Event, SiteConfig
+    from gateway.state.generation import Generation
+    from shields.model import SiteConfig
 
     clock = FakeClock(100 * DAY + 10)
     salts = FileSaltStore(tmp_path / "salts", clock=clock)
     site = SiteConfig(domain="site.test")
-    told: list[int] = []
-    pipeline = Pipeline(sites=lambda: Sites({"site.test": site}, (site,)), salts=salts,
-                        metrics=Metrics(tmp_path), event_columns=RowColumns(cache_size=16).for_event,
-                        on_new_salt=lambda: told.append(1))
+    generation = Generation()
+    rows = RowBuilder(RowColumns(cache_size=16), Visitors(salts, generation))
     ua, ip = "Mozilla/5.0 Firefox/131.0", ipaddress.ip_address("203.0.113.9")
-    kept = ClientContext(ip, ua, memo={})
+    kept = Client(ip, ua, generation=generation.value, verdicts={}, visitor_ids={})
 
-    def user_id(hostname: str = "site.test") -> int:
-        e = Event(name="pageview", domain="site.test", url=f"https://{hostname}/", hostname=hostname, pathname="/")
-        [row] = pipeline.process([e], kept).rows
+    def user_id(client: Client, hostname: str = "site.test") -> int:
+        e = ParsedEvent(name="pageview", domain="site.test", url=f"https://{hostname}/", hostname=hostname, pathname="/")
+        [row] = rows.rows([(e, site)], client)
         return int(row[INDEX["user_id"]])
 
-    first = user_id()
-    assert told == [1]  # the first salt seen counts as new
+    first = user_id(kept)
+    assert generation.value == 0  # the salt of the day the worker started with
     assert first == visitor_id(salts.salts()[0], ua, ip, "site.test", "site.test")
-    assert user_id() == first and kept.memo == {("site.test", "site.test"): first}
-    assert user_id("blog.site.test") == first  # same registrable domain, same visitor
+    assert user_id(kept) == first and kept.visitor_ids == {("site.test", "site.test"): first}
+    assert user_id(kept, "blog.site.test") == first  # same registrable domain, same visitor
     clock.t = 101 * DAY + 5
-    rotated = user_id()
+    rotated = user_id(kept)
     assert rotated != first and rotated == visitor_id(salts.salts()[0], ua, ip, "site.test", "site.test")
-    assert told == [1, 1] and kept.memo == {("site.test", "site.test"): rotated}
+    # the new salt moved the generation: the old client's kept id is never used again, and the
+    # client the memo makes next keeps the new one
+    assert generation.value == 1 and user_id(kept) == rotated
+    fresh = Client(ip, ua, generation=generation.value, verdicts={}, visitor_ids={})
+    assert user_id(fresh) == rotated and fresh.visitor_ids == {("site.test", "site.test"): rotated}

@@ -1,70 +1,50 @@
-"""The enrichment step: the stored columns an event brings, and those its client brings.
+"""Enrichment: the stored columns an event brings, and those its client brings.
 
-A stored row (gateway/schema.py) is the event's id, time, name, site and visitor id, then three
-runs of columns that each depend on one thing only:
-
-    hostname … utm_term            the event (with the referrer and tag classification)
-    country_code … browser_version the client (geo answer and parsed User-Agent)
-    meta.key … tracker_version     the event
-
-`RowColumns` works each run out once and hands out the same tuple again: the client's run is kept
-with the client in the worker's client memo (gateway/ingest/clients.py), and the event's two runs in a
-bounded memo keyed by the event object, which the body memo (gateway/ingest/body.py) hands out again
-for a repeated body. The pipeline then builds a row by joining tuples.
+`RowColumns.for_event` works out an event's `SourceColumns` (page, referrer source, UTM) and
+`DetailColumns` (props, engagement, revenue); `RowColumns.for_client` a client's `ClientColumns`
+(location and the parsed User-Agent). Each is a pure function of its input, so callers work
+them out once and keep them with what they belong to: the client's with the remembered client
+(gateway/ingest/clients.py), the event's with the parsed event, which the body memo hands out
+again for a repeated body (gateway/ingest/body.py). Only kept events are enriched.
 """
 
 from __future__ import annotations
 
 import orjson
 
-from gateway.ingest.pipeline import ClientColumns, EventColumns, Location
 from gateway.enrich.referrer import KnownSources, ReferrerClassifier
 from gateway.enrich.useragent import UAParser
+from gateway.schema import ClientColumns, DetailColumns, SourceColumns
+from geo import Location
 from shields.model import Event
 
-__all__ = ["RowColumns"]
+__all__ = ["EventColumns", "RowColumns"]
+
+EventColumns = tuple[SourceColumns, DetailColumns]
 
 
 class RowColumns:
-    """The per-event and per-client runs of a stored row, with bounded caches.
+    """The per-event and per-client parts of a stored row. `cache_size` bounds the User-Agent
+    and referrer caches; build one per worker (the parsers load in well under a second)."""
 
-    `cache_size` bounds the User-Agent and referrer caches; `event_memo` the number of events
-    whose runs are kept (0: none). Build one per worker (the parsers load in well under a second). The
-    event memo is not locked: call `for_event` from one thread (the event loop).
-    """
+    __slots__ = ("_referrers", "_agents")
 
-    __slots__ = ("_referrers", "_agents", "_events", "_event_memo")
-
-    def __init__(self, cache_size: int = 10000, *, sources: KnownSources | None = None,
-                 event_memo: int = 4096) -> None:
+    def __init__(self, cache_size: int = 10000, *, sources: KnownSources | None = None) -> None:
         self._referrers = ReferrerClassifier(sources, cache_size=cache_size)
         self._agents = UAParser(cache_size)
-        # id(event) -> (event, runs). Holding the event keeps its id from being reused while kept.
-        self._events: dict[int, tuple[Event, EventColumns]] = {}
-        self._event_memo = event_memo
 
-    def for_client(self, user_agent: str, location: Location) -> ClientColumns:
+    def for_client(self, user_agent: str, location: Location | None) -> ClientColumns:
         """The geo and User-Agent columns of every row from this client. Never raises."""
         ua = self._agents.parse(user_agent)
-        return (location.country_code, location.subdivision1_code, location.subdivision2_code,
-                location.city_geoname_id, ua.screen_size, ua.operating_system, ua.operating_system_version,
-                ua.browser, ua.browser_version)
+        if location is None or location.country_code is None:
+            return ClientColumns("", "", "", 0, ua.screen_size, ua.operating_system, ua.operating_system_version,
+                                 ua.browser, ua.browser_version)
+        return ClientColumns(location.country_code, location.subdivision1_code or "",
+                             location.subdivision2_code or "", location.city_geoname_id or 0, ua.screen_size,
+                             ua.operating_system, ua.operating_system_version, ua.browser, ua.browser_version)
 
     def for_event(self, event: Event) -> EventColumns:
-        """The two runs of columns that come from the event alone. Never raises."""
-        kept = self._events.get(id(event))
-        if kept is not None and kept[0] is event:
-            return kept[1]
-        runs = self._event_runs(event)
-        events = self._events
-        if len(events) >= self._event_memo:
-            if not events:  # event_memo=0: keep nothing
-                return runs
-            del events[next(iter(events))]  # the oldest one in
-        events[id(event)] = (event, runs)
-        return runs
-
-    def _event_runs(self, event: Event) -> EventColumns:
+        """The columns that come from the event alone. Never raises."""
         ref = self._referrers.classify(event)
         props = event.props
         if props:
@@ -74,14 +54,13 @@ class RowColumns:
             keys = values = "[]"
         version = event.tracker_version
         return (
-            (event.hostname, event.pathname, ref.referrer, ref.referrer_source, event.click_id_param or "",
-             ref.utm_medium, event.utm_source or "", event.utm_campaign or "", event.utm_content or "",
-             event.utm_term or ""),
-            (keys, values, event.scroll_depth, event.engagement_time, 1 if event.interactive else 0,
-             event.revenue_amount, event.revenue_currency or "", version if 0 <= version < 65536 else 0),
+            SourceColumns(event.hostname, event.pathname, ref.referrer, ref.referrer_source,
+                          event.click_id_param or "", ref.utm_medium, event.utm_source or "",
+                          event.utm_campaign or "", event.utm_content or "", event.utm_term or ""),
+            DetailColumns(keys, values, event.scroll_depth, event.engagement_time, 1 if event.interactive else 0,
+                          event.revenue_amount, event.revenue_currency or "", version if 0 <= version < 65536 else 0),
         )
 
     def cache_info(self) -> dict[str, int]:
         """Entries in each cache, for tests and metrics."""
-        return {"events": len(self._events), "user_agents": self._agents.cache_info()[0],
-                "referrers": self._referrers.cache_info()[0]}
+        return {"user_agents": self._agents.cache_info()[0], "referrers": self._referrers.cache_info()[0]}

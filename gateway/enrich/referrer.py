@@ -29,9 +29,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Final, NamedTuple
 
-from publicsuffixlist import PublicSuffixList
-
+from gateway.enrich.domains import ICANN, registrable_domain
 from gateway.errors import ConfigError
+from shields.hosts import split_url, strip_www
 from shields.model import Event
 
 __all__ = [
@@ -45,8 +45,6 @@ __all__ = [
 
 _VALID_SCHEMES: Final = frozenset({"http", "https", "android-app"})
 ANDROID_APP: Final = "android-app"
-# RFC 3986 appendix B, as lenient as Elixir's URI.parse: scheme, authority, path.
-_URI = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):(?://([^/?#]*))?([^?#]*)", re.DOTALL)
 _IPV4 = re.compile(r"[0-9.]+\Z")
 _MAX_CACHED_HOST: Final = 253  # the longest DNS name; longer "hosts" are looked up uncached
 # Whole answers are cached when the referrer and tags together are at most this long, which
@@ -81,19 +79,11 @@ class ParsedReferrer(NamedTuple):
         return self.scheme == ANDROID_APP
 
 
-def _strip_www(host: str) -> str:
-    return host.removeprefix("www.")
-
-
 def parse_referrer(raw: str | None, hostname: str) -> ParsedReferrer | None:
     """The referrer if it is valid and not the page's own host (`hostname`, as on `Event`), else None."""
     if not raw:
         return None
-    m = _URI.match(raw.strip())
-    if m is None:
-        return None
-    scheme, authority, path = m.groups()
-    scheme = scheme.lower()
+    scheme, authority, path = split_url(raw)
     if scheme not in _VALID_SCHEMES or not authority:
         return None
     if "@" in authority:
@@ -106,8 +96,8 @@ def parse_referrer(raw: str | None, hostname: str) -> ParsedReferrer | None:
             host = authority
     else:
         host = authority
-    host = _strip_www(host.strip().rstrip(".").lower())
-    if not host or host == "localhost" or host == hostname or host == _strip_www(hostname.lower()):
+    host = strip_www(host.strip().rstrip(".").lower())
+    if not host or host == "localhost" or host == hostname or host == strip_www(hostname.lower()):
         return None
     path = path.rstrip("/")
     prefix = "android-app://" if scheme == ANDROID_APP else ""
@@ -193,7 +183,7 @@ class KnownSources:
                         raise ConfigError(origin, f"{where}.{field}[{j}]", "must be a non-empty string")
                     key = value.strip().lower()
                     if field == "hosts":
-                        key = _strip_www(key)
+                        key = strip_www(key)
                     put(table, key, name, f"{where}.{field}[{j}]")
         # A source tagged with one of its hosts or app ids (utm_source=t.co) means that source too.
         for key, name in hosts.items():
@@ -229,16 +219,12 @@ class KnownSources:
 class ReferrerClassifier:
     """Event → `ReferrerInfo`. Build once at start-up (the public suffix list takes ~0.2 s to load)."""
 
-    __slots__ = ("_cached", "_classified", "_icann", "_psl", "_sources")
+    __slots__ = ("_cached", "_classified", "_sources")
 
     def __init__(self, sources: KnownSources | None = None, *, cache_size: int = 10000) -> None:
         if cache_size < 0:
             raise ValueError(f"cache_size must be >= 0, not {cache_size}")
         self._sources = sources if sources is not None else KnownSources.load()
-        # Private suffixes included, so user.github.io and shop.myshopify.com stay apart in the
-        # fallback; brands are matched under ICANN suffixes only, so google.blogspot.com is not Google.
-        self._psl = PublicSuffixList()
-        self._icann = PublicSuffixList(only_icann=True)
         self._cached = functools.lru_cache(maxsize=cache_size)(self._host_source) if cache_size else None
         # A pure function of five event fields, and the same referrers and tags repeat: one
         # lookup instead of parsing the referrer for every event.
@@ -298,13 +284,14 @@ class ReferrerClassifier:
             return name
         if ":" in host or _IPV4.match(host):  # an address has no registrable domain
             return host
+        # Brands are matched under ICANN suffixes only, so google.blogspot.com is not Google;
+        # the fallback keeps private suffixes, so user.github.io and shop.myshopify.com stay apart.
         try:
-            icann = self._icann.privatesuffix(host)
-            if icann is not None:
-                name = sources.for_brand(icann.partition(".")[0])
-                if name is not None:
-                    return name
-            registrable = self._psl.privatesuffix(host)
+            icann = ICANN.privatesuffix(host)
         except Exception:  # noqa: BLE001  # a malformed host is its own source, not a failed request
-            registrable = None
-        return sources.canonical(registrable or host)
+            icann = None
+        if icann is not None:
+            name = sources.for_brand(str(icann).partition(".")[0])
+            if name is not None:
+                return name
+        return sources.canonical(registrable_domain(host))

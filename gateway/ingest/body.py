@@ -24,6 +24,8 @@ from urllib.parse import SplitResult, unquote_plus, urlsplit
 import orjson
 import regex  # type: ignore[import-untyped]
 
+from gateway.enrich.columns import EventColumns
+from shields.hosts import strip_www
 from shields.model import Event
 
 __all__ = [
@@ -38,6 +40,7 @@ __all__ = [
     "UNKNOWN_SCROLL_DEPTH",
     "BodyParser",
     "ParseResult",
+    "ParsedEvent",
     "ParsedItem",
     "parse_body",
     "parse_event",
@@ -89,13 +92,25 @@ _MILLI = Decimal("0.001")
 Errors = dict[str, list[str]]
 
 
+@dataclass(slots=True)
+class ParsedEvent(Event):
+    """An `Event` as the body parser makes it, with room for its stored columns.
+
+    The row builder works the columns out the first time the event is kept and leaves them
+    here (they are a pure function of the event), so a repeated body, whose events the body
+    memo hands out again, is enriched once. Nothing else is ever written to a parsed event.
+    """
+
+    columns: EventColumns | None = field(default=None, compare=False, repr=False)
+
+
 # Built per request, so not frozen (see shields.model); treated as immutable.
 @dataclass(slots=True)
 class ParsedItem:
     """One JSON object of the body: its events (one per domain) or what is wrong with it."""
 
     index: int  # position in the batch; 0 for a single object
-    events: list[Event]
+    events: list[ParsedEvent]
     errors: Errors | None = None
 
 
@@ -165,7 +180,7 @@ def _item(index: int, value: object) -> ParsedItem:
     return ParsedItem(index, parsed)
 
 
-def parse_event(obj: dict[str, Any]) -> list[Event] | Errors:
+def parse_event(obj: dict[str, Any]) -> list[ParsedEvent] | Errors:
     """One JSON object → one `Event` per domain, or every problem found, Plausible-shaped."""
     if not isinstance(obj, dict):
         return {"event": [_ITEM_NOT_OBJECT]}
@@ -229,7 +244,7 @@ def parse_event(obj: dict[str, Any]) -> list[Event] | Errors:
 
     utm_source, utm_medium, utm_campaign, utm_content, utm_term, click_id = tags
 
-    first = Event(
+    first = ParsedEvent(
         name=name,
         domain=domains[0],
         url=url_text,
@@ -283,7 +298,7 @@ def _url_fields_uncached(url: str, hash_mode: bool) -> UrlFields:
     hostname = "(none)"
     host = parts.hostname  # already lower-cased by urlsplit
     if host:
-        hostname = _strip_www(host.strip())
+        hostname = strip_www(host.strip())
         if not hostname:  # nothing left, e.g. the host was just "www."
             return UrlError("hostname", _BLANK)
     pathname = _pathname(parts, hash_mode and "#" in url)
@@ -416,10 +431,6 @@ def _query(query: str) -> dict[str, str]:
     return found
 
 
-def _strip_www(host: str) -> str:
-    return host.removeprefix("www.")
-
-
 def _domains(value: Any, hostname: str, errors: Errors) -> list[str]:
     """`d` split on commas; each trimmed, lower-cased, one leading "www." off; no empties, no repeats.
 
@@ -432,7 +443,7 @@ def _domains(value: Any, hostname: str, errors: Errors) -> list[str]:
         _add(errors, "domain", _BLANK)
         return []
     if "," not in value:  # the usual case: one domain
-        domain = _strip_www(value.strip().lower())
+        domain = strip_www(value.strip().lower())
         if domain:
             return [domain]
         _add(errors, "domain", _BLANK)
@@ -442,7 +453,7 @@ def _domains(value: Any, hostname: str, errors: Errors) -> list[str]:
         return []
     domains: list[str] = []
     for part in value.split(","):
-        domain = _strip_www(part.strip().lower())
+        domain = strip_www(part.strip().lower())
         if domain and domain not in domains:
             domains.append(domain)
             if len(domains) > MAX_DOMAINS:

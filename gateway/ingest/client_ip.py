@@ -10,17 +10,17 @@ Malformed values never raise: they are skipped.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from functools import lru_cache
 
+from shields.intervals import IntervalSet, unmapped
 from shields.model import IPAddress
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+__all__ = ["IP_TYPES", "ClientIPResolver", "parse_ip"]
 
 IP_TYPES = frozenset({"dc_ip", "threat_ip", "anonymous_vpn_ip"})
 
 
-@lru_cache(maxsize=32768)  # bounded; the same clients and proxies come back again and again
 def parse_ip(value: str) -> IPAddress | None:
     """One address as written in a header: optional brackets and port; None if unusable."""
     s = value.strip().strip('"')
@@ -41,12 +41,10 @@ def parse_ip(value: str) -> IPAddress | None:
 
 
 def normalise(ip: IPAddress) -> IPAddress:
-    if isinstance(ip, ipaddress.IPv6Address):
-        mapped = ip.ipv4_mapped
-        if mapped is not None:
-            return mapped
-        if ip.scope_id:
-            return ipaddress.IPv6Address(ip.compressed.split("%", 1)[0])
+    """IPv4-mapped IPv6 as IPv4, and no IPv6 zone (`%eth0`)."""
+    ip = unmapped(ip)
+    if ip.version == 6 and ip.scope_id:  # type: ignore[union-attr]
+        return ipaddress.IPv6Address(ip.compressed.split("%", 1)[0])
     return ip
 
 
@@ -57,32 +55,24 @@ _NO_HOP: tuple[IPAddress | None, bool] = (None, False)
 class ClientIPResolver:
     """Resolves (peer address, headers) to the client IP and the trusted IP-type header."""
 
-    __slots__ = ("_hop", "_v4", "_v6")
+    __slots__ = ("_hop", "_trusted")
 
-    def __init__(self, trusted_proxies: Sequence[Network]) -> None:
-        self._v4 = tuple(n for n in trusted_proxies if n.version == 4)
-        self._v6 = tuple(n for n in trusted_proxies if n.version == 6)
-        # Header text → (address, trusted), keyed by the text itself: hashing a short string is
-        # far cheaper than hashing an address object, and the same hops come back all the time.
+    def __init__(self, trusted_proxies: IntervalSet) -> None:
+        self._trusted = trusted_proxies
+        # Header text → (address, trusted): what parsing an address and checking it against the
+        # proxies costs (a few µs) for each hop and peer, keyed by the text itself, since hashing
+        # a short string is far cheaper than hashing an address object and the same proxies and
+        # clients come back all the time. Pure: the proxies are fixed for the process. Bounded.
         self._hop = lru_cache(maxsize=32768)(self._read_hop)
 
     def _read_hop(self, text: str) -> tuple[IPAddress | None, bool]:
         ip = parse_ip(text)
-        return ip, self._is_trusted(ip)
+        return ip, ip is not None and self._trusted.contains(ip)
 
     def _hop_of(self, text: str) -> tuple[IPAddress | None, bool]:
         if len(text) > _MAX_CACHED_HOP:  # never an address: not worth a cache entry
             return self._read_hop(text)
         return self._hop(text)  # type: ignore[no-any-return]
-
-    def _is_trusted(self, ip: IPAddress | None) -> bool:
-        if ip is None:
-            return False
-        nets = self._v4 if ip.version == 4 else self._v6
-        for net in nets:
-            if ip in net:
-                return True
-        return False
 
     def resolve(self, peer: str, headers: Mapping[str, str]) -> tuple[IPAddress | None, str | None]:
         """Return (client ip, ip type). `headers` must have lower-case keys (Sanic's do)."""
@@ -108,7 +98,7 @@ class ClientIPResolver:
         for name in ("cf-connecting-ip", "x-real-ip"):
             value = headers.get(name)
             if value:
-                ip = parse_ip(value)
+                ip = self._hop_of(value)[0]
                 if ip is not None:
                     return ip, ip_type
         return peer_ip, ip_type

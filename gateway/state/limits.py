@@ -23,6 +23,7 @@ import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 _BUCKET = struct.Struct("<Qdd")  # key, tokens, last refill time
 _VISIT = struct.Struct("<QII")  # key, last seen (s), events in this visit
@@ -33,6 +34,13 @@ def _key64(text: str) -> int:
     b = text.encode("utf-8", "surrogatepass")
     # 64-bit key from two CRCs: collisions between a handful of site domains are negligible.
     return ((zlib.crc32(b) << 32) | zlib.crc32(b, 0x9E3779B9)) or 1
+
+
+class RateLimiter(Protocol):
+    """A token bucket per key: this module's, or Redis's for many nodes (gateway/state/shared.py)."""
+
+    def allow(self, key: str, rate_per_minute: int, burst: int) -> tuple[bool, float]: ...
+    def peek(self, key: str, rate_per_minute: int, burst: int) -> tuple[bool, float]: ...
 
 
 class _Table:
@@ -72,6 +80,13 @@ class LocalRateLimiter:
 
     def allow(self, key: str, rate_per_minute: int, burst: int) -> tuple[bool, float]:
         """Take one token. Returns (allowed, seconds until a token is available)."""
+        return self._bucket(key, rate_per_minute, burst, take=True)
+
+    def peek(self, key: str, rate_per_minute: int, burst: int) -> tuple[bool, float]:
+        """What `allow` would answer now, taking nothing and writing nothing (for `explain`)."""
+        return self._bucket(key, rate_per_minute, burst, take=False)
+
+    def _bucket(self, key: str, rate_per_minute: int, burst: int, *, take: bool) -> tuple[bool, float]:
         k = _key64(key)
         rate = rate_per_minute / 60.0
         now = self._clock()
@@ -96,9 +111,11 @@ class LocalRateLimiter:
                 tokens, last = float(burst), now
             tokens = min(float(burst), tokens + max(0.0, now - last) * rate)
             if tokens >= 1.0:
-                rec.pack_into(t.mm, slot * rec.size, k, tokens - 1.0, now)
+                if take:
+                    rec.pack_into(t.mm, slot * rec.size, k, tokens - 1.0, now)
                 return True, 0.0
-            rec.pack_into(t.mm, slot * rec.size, k, tokens, now)
+            if take:
+                rec.pack_into(t.mm, slot * rec.size, k, tokens, now)
             return False, (1.0 - tokens) / rate if rate > 0 else 60.0
         finally:
             t.unlock()
@@ -115,6 +132,14 @@ class VelocityTable:
         self._clock = clock
 
     def hit(self, site: str, user_id: int, cap: int, window_seconds: int) -> bool:
+        """Count one more event of this visitor; whether it is within the cap."""
+        return self._count(site, user_id, cap, window_seconds, record=True)
+
+    def peek(self, site: str, user_id: int, cap: int, window_seconds: int) -> bool:
+        """What `hit` would answer now, counting nothing (for `explain`)."""
+        return self._count(site, user_id, cap, window_seconds, record=False)
+
+    def _count(self, site: str, user_id: int, cap: int, window_seconds: int, *, record: bool) -> bool:
         k = (_key64(site) ^ (user_id & 0xFFFFFFFFFFFFFFFF)) or 1
         now = int(self._clock())
         t = self._t
@@ -128,14 +153,16 @@ class VelocityTable:
                 key_, seen, count = rec.unpack_from(t.mm, s * rec.size)
                 if key_ == k:
                     count = 1 if now - seen > window_seconds else count + 1
-                    rec.pack_into(t.mm, s * rec.size, k, now, min(count, 0xFFFFFFFF))
+                    if record:
+                        rec.pack_into(t.mm, s * rec.size, k, now, min(count, 0xFFFFFFFF))
                     return count <= cap
                 if key_ == 0 or now - seen > window_seconds:
                     victim, victim_seen = s, -1
                     break
                 if seen < victim_seen:
                     victim, victim_seen = s, seen
-            rec.pack_into(t.mm, victim * rec.size, k, now, 1)
+            if record:
+                rec.pack_into(t.mm, victim * rec.size, k, now, 1)
             return 1 <= cap
         finally:
             t.unlock()

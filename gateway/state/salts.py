@@ -27,11 +27,12 @@ class SaltStore(Protocol):
         ...
 
 
-def _day_name(day: int) -> str:
+def day_name(day: int) -> str:
+    """The UTC date of day number `day` (days since 1970-01-01), as salts are named."""
     return (dt.date(1970, 1, 1) + dt.timedelta(days=day)).isoformat()
 
 
-def _day_of(name: str) -> int | None:
+def day_of(name: str) -> int | None:
     try:
         return (dt.date.fromisoformat(name) - dt.date(1970, 1, 1)).days
     except ValueError:
@@ -106,7 +107,7 @@ class FileSaltStore:
         destroyed = []
         for p in self.dir.iterdir():
             if p.suffix == ".salt":
-                d = _day_of(p.stem)
+                d = day_of(p.stem)
                 if d is None or d < today - 1:
                     destroy_file(p)
                     destroyed.append(p.name)
@@ -116,7 +117,7 @@ class FileSaltStore:
         return destroyed
 
     def _path(self, day: int) -> Path:
-        return self.dir / f"{_day_name(day)}.salt"
+        return self.dir / f"{day_name(day)}.salt"
 
     def _read(self, day: int) -> bytes | None:
         try:

@@ -25,6 +25,9 @@ import sys
 import threading
 from pathlib import Path
 
+from gateway.config import load_gateway_config
+from gateway.logs import setup_logging
+from gateway.store.sinks import open_sink
 from gateway.store.spool import SegmentShipper, next_backoff
 
 log = logging.getLogger("gateway.shipper")
@@ -57,15 +60,11 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
 
 def run_shipper(config_path: str) -> None:
     """Entry point of the shipper process (runs until SIGTERM or SIGINT)."""
-    from gateway.cli import setup_logging
-    from gateway.config import load_gateway_config
-    from gateway.store.sinks import open_sink
-
-    setup_logging(os.environ.get("GATEWAY_LOG_LEVEL", "INFO"))
+    config = load_gateway_config(config_path)
+    setup_logging(config.logging_level)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    config = load_gateway_config(config_path)
     sink = open_sink(config)
     shipper = SegmentShipper(config.data_dir / "spool", sink, batch_rows=config.sink.batch_size)
     status = status_path(config.data_dir)
