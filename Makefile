@@ -11,7 +11,7 @@ TEST_DEBS := chromium clickhouse-server redis-server faketime
 # The HTTP load generator of the benchmarks.
 BENCH_DEBS := wrk
 
-.PHONY: run test venv test-venv load-venv debs bench-debs bench compare profile shields-eval geo-bench tracker clean loadtest
+.PHONY: run test lint venv test-venv load-venv debs bench-debs bench compare profile shields-eval geo-bench tracker clean loadtest
 
 $(VENV)/bin/activate:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -50,8 +50,13 @@ debs:
 bench-debs:
 	$(call install_debs,$(BENCH_DEBS))
 
-test: debs test-venv
+test: debs test-venv lint
 	$(PY) -m pytest -q
+
+# The layout's rules (import contracts in pyproject.toml, docs/architecture.md) and the types.
+lint: test-venv
+	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/mypy --strict gateway shields geo
 
 # Gateway vs bare Sanic, same workers, same run: make bench ARGS="--workers 2".
 bench: test-venv bench-debs

@@ -7,6 +7,8 @@ when it stops.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sanic import Sanic
 from sanic.exceptions import PayloadTooLarge, SanicException
 
@@ -17,21 +19,21 @@ from gateway.runtime import Runtime
 __all__ = ["create_app"]
 
 
-async def _start(app: Sanic) -> None:
+async def _start(app: Sanic[Any, Any]) -> None:
     runtime = Runtime(app.ctx.config)
     app.ctx.runtime = runtime
     runtime.start()
 
 
-async def _stop(app: Sanic) -> None:
+async def _stop(app: Sanic[Any, Any]) -> None:
     runtime: Runtime | None = getattr(app.ctx, "runtime", None)
     if runtime is not None:
         await runtime.close()
 
 
-def create_app(config_path: str) -> Sanic:
+def create_app(config_path: str) -> Sanic[Any, Any]:
     config = load_gateway_config(config_path)
-    app = Sanic("edge_gateway")
+    app: Sanic[Any, Any] = Sanic("edge_gateway")
     app.config.REQUEST_MAX_SIZE = config.limits.max_body_bytes
     app.config.FALLBACK_ERROR_FORMAT = "json"
     app.config.ACCESS_LOG = False

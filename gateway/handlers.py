@@ -58,7 +58,7 @@ class Response(HTTPResponse):
     @property
     def processed_headers(self) -> Any:
         # Called once, by Sanic, after it has set content-length, connection and alt-svc.
-        if has_message_body(self.status):
+        if has_message_body(self.status):  # type: ignore[no-untyped-call]
             self.headers.setdefault("content-type", self.content_type)
         key = (*self.headers.items(),)
         try:

@@ -140,5 +140,5 @@ class _Snapshots:
 def render(snapshots: list[dict[str, Any]], lists: Iterable[ListGauge] = ()) -> bytes:
     """Prometheus text exposition of the summed snapshots, plus the per-list gauges."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Snapshots(snapshots, lists))  # type: ignore[arg-type]
+    registry.register(_Snapshots(snapshots, lists))
     return generate_latest(registry)

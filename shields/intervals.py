@@ -188,15 +188,12 @@ class IntervalSet:
         return False
 
     def contains(self, ip: IPAddress) -> bool:
-        """Membership of a parsed address (the hot path: no parsing, one bisect or a memo hit)."""
+        """Membership of a parsed address (the hot path: no parsing, one bisect or a memo hit).
+        An IPv4-mapped address is looked up as the IPv4 address it is."""
         if ip.version == 4:
             return self._find4(int(ip))
-        mapped = ip.ipv4_mapped
-        # ::ffff:a.b.c.d is the IPv4 client behind a dual-stack socket: IPv4 entries cover
-        # it, and so do IPv6 entries that contain it literally.
-        if mapped is not None and self._find4(int(mapped)):
-            return True
-        return self._find6(int(ip))
+        ip = unmapped(ip)
+        return self._find4(int(ip)) if ip.version == 4 else self._find6(int(ip))
 
     def __len__(self) -> int:
         """Number of merged intervals (not addresses)."""

@@ -129,6 +129,32 @@ def test_regex_patterns_run_only_when_their_literal_is_present() -> None:
     assert m.is_bot("x" * 60)
 
 
+@pytest.mark.parametrize(("pattern", "literals"), [
+    (r"bots?(?:\b|_)", {"bot"}),
+    (r"(?:crawl|spider)er", {"crawl", "spider"}),
+    (r"Googlebot/\d", {"googlebot/"}),
+    (r"^curl/", {"curl/"}),
+    (r"[a-z0-9_-]*(?:bot|crawl)", {"bot", "crawl"}),
+    (r"python-(?:requests|urllib)", {"python-"}),
+    (r"\bheadless", {"headless"}),
+    (r"(?i)scrapy", {"scrapy"}),
+    (r"(?:abc)?def", {"def"}),
+    (r"(?:abc)+d", {"abc"}),  # a repeat of at least one counts
+    (r"(?:ab)+cd", None),  # two letters are too few to gate on
+    (r"a|b", None),
+    (r"x{2,}yz", None),
+    (r"^[^ ]{50,}$", None),
+])
+def test_the_literals_gating_each_regex_are_read_from_pythons_regex_parser(pattern: str,
+                                                                            literals: set[str] | None) -> None:
+    # The gates come from CPython's private re._parser (shields/bots.py says why). These pins
+    # fail loudly if its tree changes shape, instead of every regex quietly running on every UA.
+    from shields import bots
+
+    assert bots._sre_parser is not None, "re._parser is gone: the bot matcher runs every regex ungated"
+    assert bots._required_literals(pattern) == (frozenset(literals) if literals is not None else None)
+
+
 def test_leading_star_class_is_dropped_without_changing_matches() -> None:
     m = BotMatcher([r"[a-z0-9\-_]*(bot|crawl)"])
     assert m.is_bot("Mozilla/5.0 (compatible; somecrawler/1.0)")

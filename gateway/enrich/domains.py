@@ -32,6 +32,6 @@ def registrable_domain(host: str) -> str:
     except ValueError:
         pass
     try:
-        return _PRIVATE.privatesuffix(host) or host  # type: ignore[return-value]
+        return _PRIVATE.privatesuffix(host) or host
     except Exception:  # noqa: BLE001  # a malformed host is its own domain, not a failed request
         return host

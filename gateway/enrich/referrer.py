@@ -239,7 +239,7 @@ class ReferrerClassifier:
         referrer, source, medium = event.referrer, event.utm_source, event.utm_medium
         cached = self._classified
         if cached is not None and (len(referrer or "") + len(source or "") + len(medium or "")) <= _MAX_CACHED_INPUT:
-            return cached(referrer, event.hostname, source, medium, event.click_id_param)  # type: ignore[no-any-return]
+            return cached(referrer, event.hostname, source, medium, event.click_id_param)
         return self._classify(referrer, event.hostname, source, medium, event.click_id_param)
 
     def _classify(self, referrer: str | None, hostname: str, utm_source: str | None, utm_medium: str | None,

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 from urllib.parse import SplitResult, unquote_plus, urlsplit
 
 import orjson
-import regex  # type: ignore[import-untyped]
+import regex
 
 from gateway.enrich.columns import EventColumns
 from shields.hosts import strip_www

@@ -43,7 +43,7 @@ def parse_ip(value: str) -> IPAddress | None:
 def normalise(ip: IPAddress) -> IPAddress:
     """IPv4-mapped IPv6 as IPv4, and no IPv6 zone (`%eth0`)."""
     ip = unmapped(ip)
-    if ip.version == 6 and ip.scope_id:  # type: ignore[union-attr]
+    if ip.version == 6 and ip.scope_id:
         return ipaddress.IPv6Address(ip.compressed.split("%", 1)[0])
     return ip
 
@@ -72,7 +72,7 @@ class ClientIPResolver:
     def _hop_of(self, text: str) -> tuple[IPAddress | None, bool]:
         if len(text) > _MAX_CACHED_HOP:  # never an address: not worth a cache entry
             return self._read_hop(text)
-        return self._hop(text)  # type: ignore[no-any-return]
+        return self._hop(text)
 
     def resolve(self, peer: str, headers: Mapping[str, str]) -> tuple[IPAddress | None, str | None]:
         """Return (client ip, ip type). `headers` must have lower-case keys (Sanic's do)."""

@@ -95,7 +95,7 @@ class ClientMemo:
         size = len(peer) + len(ua) + len(xff or "") + len(ip_type or "") + len(cf or "") + len(real_ip or "")
         if size > MAX_KEY_CHARS:
             return self._fresh(peer, xff, ip_type, cf, real_ip, ua, False)
-        return self._cached(peer, xff, ip_type, cf, real_ip, ua)  # type: ignore[no-any-return]
+        return self._cached(peer, xff, ip_type, cf, real_ip, ua)
 
     def describe(self, ip: IPAddress | None, user_agent: str, ip_type: str | None = None) -> Client:
         """A one-off client for an address already known (`explain`): geo and columns as a
