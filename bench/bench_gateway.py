@@ -193,11 +193,11 @@ def wrk_missing(target: str) -> bool:
     return True
 
 
-def setup(prefix: str) -> tuple[Path, Path, dict[str, str]]:
-    """A scratch folder, the wrk script of the bench mix in it, and the servers' environment."""
+def setup(prefix: str, traffic: str = "repeat") -> tuple[Path, Path, dict[str, str]]:
+    """A scratch folder, the wrk script of a bench mix in it, and the servers' environment."""
     tmp = Path(tempfile.mkdtemp(prefix=prefix))
     lua = tmp / "mix.lua"
-    lua.write_text(mix.wrk_lua())
+    lua.write_text(mix.wrk_lua(mix=traffic))
     return tmp, lua, {**os.environ, "PYTHONPATH": str(ROOT), "GATEWAY_LOG_LEVEL": "WARNING"}
 
 

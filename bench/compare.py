@@ -36,6 +36,7 @@ from bench_gateway import (  # noqa: E402
     worker_us_per_request,
     wrk_missing,
 )
+import mix  # noqa: E402
 from gatewayproc import free_port  # noqa: E402
 
 
@@ -45,11 +46,13 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--mix", default="repeat", choices=mix.MIXES,
+                    help="repeat: clients and bodies come back; visitors: every client new; flood: nothing repeats")
     args = ap.parse_args()
     if wrk_missing("compare"):
         return 2
 
-    tmp, lua, env = setup("gw-compare-")
+    tmp, lua, env = setup("gw-compare-", args.mix)
     extra = gateway_extra(tmp)
     other = Path(tempfile.mkdtemp(prefix="gw-compare-ref-")) / "tree"
     subprocess.run(["git", "worktree", "add", "--detach", "--quiet", str(other), args.against], cwd=ROOT, check=True)
@@ -84,7 +87,8 @@ def main() -> int:
         shutil.rmtree(other.parent, ignore_errors=True)
         shutil.rmtree(tmp, ignore_errors=True)
 
-    print(f"\n1 worker, {args.connections} connections, {args.rounds} rounds of {args.seconds} s, wrk -t1 on loopback")
+    print(f"\n1 worker, {args.connections} connections, {args.rounds} rounds of {args.seconds} s, wrk -t1 on loopback, "
+          f"mix {args.mix!r}")
     print(f"{'server':<32} {'best req/s':>10} {'median worker CPU µs/request':>30}")
     for name in procs:
         print(f"{name:<32} {max(rps[name]):>10.0f} {statistics.median(cpu[name]):>30.1f}")

@@ -67,14 +67,28 @@ def bodies(domain: str = "site.test", n: int = 400, seed: int = 3) -> list[str]:
     return out
 
 
-def wrk_lua(domain: str = "site.test") -> str:
-    """A wrk script cycling through the mix (prebuilt requests, so wrk itself stays cheap)."""
+MIXES = ("repeat", "visitors", "flood")
+
+
+def wrk_lua(domain: str = "site.test", mix: str = "repeat") -> str:
+    """A wrk script for one traffic mix:
+
+    * `repeat`: 4000 prebuilt requests from 60 browser UAs, 2000 client IPs and 400 bodies,
+      cycled: every client and body comes back (what the gateway's memos see in steady traffic);
+    * `visitors`: every request from a client address never seen before, with the common UAs and
+      bodies (a popular page on a busy day: the client memo always misses, the UA caches do not);
+    * `flood`: every request a new address, a new User-Agent and a new page (nothing repeats:
+      what a flood of made-up clients costs).
+    """
+    if mix not in MIXES:
+        raise ValueError(f"unknown mix {mix!r} (expected one of {', '.join(MIXES)})")
     uas, ips, bs = user_agents(), client_ips(), bodies(domain)
 
     def lua_list(items: list[str]) -> str:
         return "{" + ",".join(json.dumps(s) for s in items) + "}"
 
-    return f"""
+    if mix == "repeat":
+        return f"""
 local uas = {lua_list(uas)}
 local ips = {lua_list(ips)}
 local bodies = {lua_list(bs)}
@@ -93,6 +107,33 @@ end
 request = function()
   i = i % #reqs + 1
   return reqs[i]
+end
+"""
+    # A new address per request, spread over the IPv4 space: the Park-Miller generator (period
+    # 2^31 - 1, exact in LuaJIT's doubles) seeded by the clock, so each run sees new clients.
+    flood = "true" if mix == "flood" else "false"
+    return f"""
+local uas = {lua_list(uas)}
+local bodies = {lua_list(bs)}
+local flood = {flood}
+local x = 1
+local h = {{}}
+h["Content-Type"] = "text/plain"
+init = function(args)
+  x = os.time() % 2147483646 + 1
+end
+request = function()
+  x = (x * 48271) % 2147483647
+  h["X-Forwarded-For"] = string.format("%d.%d.%d.%d", 1 + math.floor(x / 8388608) % 223,
+    math.floor(x / 32768) % 256, math.floor(x / 128) % 256, x % 256)
+  local ua = uas[x % #uas + 1]
+  local body = bodies[x % #bodies + 1]
+  if flood then
+    ua = ua .. " r" .. x
+    body = '{{"n":"pageview","u":"https://{domain}/p/' .. x .. '","d":"{domain}"}}'
+  end
+  h["User-Agent"] = ua
+  return wrk.format("POST", "/api/event", h, body)
 end
 """
 
