@@ -70,3 +70,52 @@ def test_two_sites_claiming_one_domain_is_an_error(tmp_path: Path) -> None:
     write(tmp_path / "b.toml", 'domain = "b.test"\naliases = ["a.test"]\n')
     with pytest.raises(ConfigError, match="already declared"):
         load_sites(tmp_path)
+
+
+def test_salts_table_is_refused_and_log_level_is_read(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="salts: unknown key"):
+        load_gateway_config(write(tmp_path / "a.toml", "[salts]\ndir = 'x'\n"))
+    assert load_gateway_config(write(tmp_path / "b.toml", 'log_level = "warning"\n')).log_level == "warning"
+    with pytest.raises(ConfigError, match="log_level: must be"):
+        load_gateway_config(write(tmp_path / "c.toml", 'log_level = "loud"\n'))
+
+
+@pytest.mark.parametrize("text,key", [
+    ("[server]\nthreads = 4", "server.threads"),
+    ("[limits]\nmax_events = 4", "limits.max_events"),
+    ('[sink]\ntype = "sqlite"\nurl = "http://x/"', "sink.url"),
+    ("[tracker]\nalias = '/a.js'", "tracker.alias"),
+])
+def test_an_unknown_key_in_any_table_is_an_error(tmp_path: Path, text: str, key: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        load_gateway_config(write(tmp_path / "gw.toml", text))
+    assert exc.value.key == key and "unknown key" in exc.value.reason
+
+
+def test_an_unknown_key_in_a_site_table_is_an_error(tmp_path: Path) -> None:
+    write(tmp_path / "a.toml", 'domain = "a.test"\n[velocity]\nmax_events = 5\n')
+    with pytest.raises(ConfigError) as exc:
+        load_sites(tmp_path)
+    assert exc.value.key == "velocity.max_events"
+
+
+def test_every_key_the_gateway_reads_is_documented(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway import config
+
+    seen: set[str] = set()
+    get = config.Table.get
+
+    def spy(self: config.Table, name: str, default: object = config._MISSING) -> object:
+        seen.add(self.key(name))
+        return get(self, name, default)
+
+    monkeypatch.setattr(config.Table, "get", spy)
+    monkeypatch.setenv("GW_DOC_TEST", "x")
+    common = 'log_level = "info"\n[server]\n[limits]\n[spool]\n[tracker]\n[lists]\n[lists.referrer_spam]\n'
+    load_gateway_config(write(tmp_path / "a.toml", common + '[sink]\ntype = "sqlite"\n'))
+    load_gateway_config(write(tmp_path / "b.toml", common + '[sink]\ntype = "clickhouse"\nurl = "http://x:8123/"\n'
+                                                   '[shared]\ntype = "redis"\npassword_env = "GW_DOC_TEST"\n'))
+    docs = "".join((ROOT / "docs" / name).read_text() for name in ("configuration.md", "scaling.md", "shields.md"))
+    missing = sorted(k for k in seen if f"`{k.rsplit('.', 1)[-1]}`" not in docs and k.rsplit(".", 1)[-1] not in docs)
+    assert not missing, f"keys read by gateway/config.py but not in docs: {missing}"
+    assert "[salts]" not in docs

@@ -1,0 +1,1 @@
+"""Storage: the durable spool, the shipper process, and the sinks (SQLite, ClickHouse)."""
