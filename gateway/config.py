@@ -16,7 +16,7 @@ import re
 import tomllib
 import urllib.parse
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -478,7 +478,7 @@ def _trusted_proxies(t: Table) -> IntervalSet:
             raise t.error(key, f"must be an address or CIDR string, got {value!r}")
         try:
             ipaddress.ip_network(value.strip(), strict=False)  # a proxy is an address or a network
-            version, interval = parse_network(value)
+            version, interval = parse_network(value, mapped_as_v4=True)  # peers are compared unmapped
         except ValueError:
             raise t.error(key, f"{value!r} is not an address or network") from None
         (v4 if version == 4 else v6).append(interval)
@@ -494,10 +494,16 @@ def load_gateway_config(path: str | os.PathLike[str]) -> GatewayConfig:
     data_dir = t.path("data_dir", base, "data")
     sites_dir = t.path("sites_dir", base, "sites")
     assert data_dir is not None and sites_dir is not None
+    geo_raw = t.get("geo", None)
     try:
-        geo = GeoSettings.from_table(t.get("geo", None), base_dir=base)
+        geo = GeoSettings.from_table(geo_raw, base_dir=base)
     except GeoConfigError as exc:
         raise ConfigError(src, exc.key, exc.reason) from None
+    if not (isinstance(geo_raw, Mapping) and "cache_size" in geo_raw):
+        # The gateway remembers each client with its geo answer (gateway/ingest/clients.py): a
+        # lookup reaches the reader for an address not seen before, which the reader's own
+        # cache would miss too. Off unless the operator asks for it.
+        geo = replace(geo, cache_size=0)
     lists_raw = t.get("lists", None)
     if lists_raw is not None and not isinstance(lists_raw, Mapping):
         raise t.error("lists", f"must be a table, got {lists_raw!r}")

@@ -12,19 +12,12 @@ from __future__ import annotations
 import ipaddress
 from bisect import bisect_right
 from collections.abc import Callable, Iterable
-from functools import lru_cache
 from pathlib import Path
 
 __all__ = ["IPAddress", "Interval", "IntervalSet", "parse_asn_lines", "parse_network", "unmapped"]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Interval = tuple[int, int]
-
-# Sets with more intervals than this remember the answer for recent addresses: the binary search
-# over a large list touches memory all over the list, while the same clients come back again and
-# again. Bounded per set; a reloaded list is a new set with a new memo.
-MEMO_MIN_INTERVALS = 64
-MEMO_SIZE = 16384
 
 _V4_MAPPED_BITS = 96  # ::ffff:0:0/96
 
@@ -38,13 +31,15 @@ def unmapped(ip: IPAddress) -> IPAddress:
     return ip
 
 
-def parse_network(text: str) -> tuple[int, Interval]:
+def parse_network(text: str, *, mapped_as_v4: bool = False) -> tuple[int, Interval]:
     """Parse an address, a CIDR or a range `a-b` into (IP version, (first, last)).
 
     Raises ValueError with a message fit for the operator. A CIDR with host bits set
-    (`10.0.0.1/24`) is accepted as its network, as firewall configs usually mean it. An
-    IPv4-mapped IPv6 network of /96 or longer (`::ffff:10.0.0.0/104`) is the IPv4 network it
-    maps: clients are looked up as IPv4 (see `unmapped`).
+    (`10.0.0.1/24`) is accepted as its network, as firewall configs usually mean it. With
+    `mapped_as_v4`, an IPv4-mapped IPv6 address or network of /96 or longer
+    (`::ffff:10.0.0.0/104`) is the IPv4 one it maps: for sets checked against addresses that
+    were already `unmapped` (the gateway's trusted proxies). Lists keep such entries as IPv6;
+    `IntervalSet.contains` finds a mapped client in them as written.
     """
     text = text.strip()
     if not text:
@@ -66,13 +61,15 @@ def parse_network(text: str) -> tuple[int, Interval]:
     try:
         if "/" in text:
             net = ipaddress.ip_network(text, strict=False)
-            if net.version == 6 and net.prefixlen >= _V4_MAPPED_BITS:
+            if mapped_as_v4 and net.version == 6 and net.prefixlen >= _V4_MAPPED_BITS:
                 first = net.network_address.ipv4_mapped
                 if first is not None:
                     v4 = ipaddress.ip_network(f"{first}/{net.prefixlen - _V4_MAPPED_BITS}", strict=False)
                     return 4, (int(v4.network_address), int(v4.broadcast_address))
             return net.version, (int(net.network_address), int(net.broadcast_address))
-        addr = unmapped(ipaddress.ip_address(text))
+        addr = ipaddress.ip_address(text)
+        if mapped_as_v4:
+            addr = unmapped(addr)
     except ValueError:
         kind = "a network" if "/" in text else "an IP address"
         raise ValueError(f"{text!r} is not {kind}") from None
@@ -108,14 +105,16 @@ def _parse_v4_fast(text: str) -> Interval | None:
 
 
 def _finder(starts: list[int], ends: list[int]) -> Callable[[int], bool]:
-    """Membership of an address (as an integer) in the merged intervals `starts`/`ends`."""
+    """Membership of an address (as an integer) in the merged intervals `starts`/`ends`.
+
+    No memo in front: the request path keeps each client's IP-list verdicts with the client
+    (gateway/ingest/clients.py), so a lookup here is for a client not seen before, which a memo
+    keyed by address would miss anyway."""
 
     def find(value: int) -> bool:
         i = bisect_right(starts, value) - 1
         return i >= 0 and value <= ends[i]
 
-    if len(starts) > MEMO_MIN_INTERVALS:
-        return lru_cache(maxsize=MEMO_SIZE)(find)
     return find
 
 
@@ -188,12 +187,16 @@ class IntervalSet:
         return False
 
     def contains(self, ip: IPAddress) -> bool:
-        """Membership of a parsed address (the hot path: no parsing, one bisect or a memo hit).
-        An IPv4-mapped address is looked up as the IPv4 address it is."""
+        """Membership of a parsed address (the hot path: no parsing, one bisect).
+
+        An IPv4-mapped address (`unmapped`) is in the set when its IPv4 address is, or when an
+        IPv6 entry contains it as written."""
         if ip.version == 4:
             return self._find4(int(ip))
-        ip = unmapped(ip)
-        return self._find4(int(ip)) if ip.version == 4 else self._find6(int(ip))
+        v4 = unmapped(ip)
+        if v4 is not ip and self._find4(int(v4)):
+            return True
+        return self._find6(int(ip))
 
     def __len__(self) -> int:
         """Number of merged intervals (not addresses)."""

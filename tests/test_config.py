@@ -119,3 +119,12 @@ def test_every_key_the_gateway_reads_is_documented(tmp_path: Path, monkeypatch: 
     missing = sorted(k for k in seen if f"`{k.rsplit('.', 1)[-1]}`" not in docs and k.rsplit(".", 1)[-1] not in docs)
     assert not missing, f"keys read by gateway/config.py but not in docs: {missing}"
     assert "[salts]" not in docs
+
+
+def test_a_proxy_written_ipv4_mapped_is_its_ipv4_network(tmp_path: Path) -> None:
+    import ipaddress
+
+    cfg = load_gateway_config(write(tmp_path / "gw.toml", 'trusted_proxies = ["::ffff:10.0.0.0/104", "::ffff:192.0.2.1"]\n'))
+    for peer in ("10.0.0.5", "10.255.1.1", "192.0.2.1"):
+        assert cfg.trusted_proxies.contains(ipaddress.ip_address(peer)), peer
+    assert not cfg.trusted_proxies.contains(ipaddress.ip_address("11.0.0.1"))

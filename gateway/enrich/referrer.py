@@ -47,9 +47,6 @@ _VALID_SCHEMES: Final = frozenset({"http", "https", "android-app"})
 ANDROID_APP: Final = "android-app"
 _IPV4 = re.compile(r"[0-9.]+\Z")
 _MAX_CACHED_HOST: Final = 253  # the longest DNS name; longer "hosts" are looked up uncached
-# Whole answers are cached when the referrer and tags together are at most this long, which
-# bounds the cache's memory (the usual referrer is far shorter).
-_MAX_CACHED_INPUT: Final = 512
 
 _CLICK_ID_MEDIUM: Final[dict[tuple[str, str], str]] = {
     ("Google", "gclid"): "(gclid)",
@@ -219,16 +216,17 @@ class KnownSources:
 class ReferrerClassifier:
     """Event → `ReferrerInfo`. Build once at start-up (the public suffix list takes ~0.2 s to load)."""
 
-    __slots__ = ("_cached", "_classified", "_sources")
+    __slots__ = ("_cached", "_sources")
 
     def __init__(self, sources: KnownSources | None = None, *, cache_size: int = 10000) -> None:
         if cache_size < 0:
             raise ValueError(f"cache_size must be >= 0, not {cache_size}")
         self._sources = sources if sources is not None else KnownSources.load()
+        # The source of a referrer host: the known-source table and the suffix lists cost several
+        # µs, and a few hosts (search engines, social sites) bring most visitors. An event's
+        # columns are worked out once per distinct body (gateway/ingest/row.py), so whole
+        # answers are not cached here as well.
         self._cached = functools.lru_cache(maxsize=cache_size)(self._host_source) if cache_size else None
-        # A pure function of five event fields, and the same referrers and tags repeat: one
-        # lookup instead of parsing the referrer for every event.
-        self._classified = functools.lru_cache(maxsize=cache_size)(self._classify) if cache_size else None
 
     @property
     def sources(self) -> KnownSources:
@@ -236,11 +234,8 @@ class ReferrerClassifier:
 
     def classify(self, event: Event) -> ReferrerInfo:
         """The referrer, referrer_source and utm_medium columns for `event`. Never raises."""
-        referrer, source, medium = event.referrer, event.utm_source, event.utm_medium
-        cached = self._classified
-        if cached is not None and (len(referrer or "") + len(source or "") + len(medium or "")) <= _MAX_CACHED_INPUT:
-            return cached(referrer, event.hostname, source, medium, event.click_id_param)
-        return self._classify(referrer, event.hostname, source, medium, event.click_id_param)
+        return self._classify(event.referrer, event.hostname, event.utm_source, event.utm_medium,
+                              event.click_id_param)
 
     def _classify(self, referrer: str | None, hostname: str, utm_source: str | None, utm_medium: str | None,
                   click_id_param: str | None) -> ReferrerInfo:
@@ -269,13 +264,11 @@ class ReferrerClassifier:
         return cached(host)
 
     def cache_info(self) -> tuple[int, int]:
-        """(entries, capacity) of the two caches together: host to source, and whole answers."""
-        entries = capacity = 0
-        for cache in (self._cached, self._classified):
-            if cache is not None:
-                info = cache.cache_info()
-                entries, capacity = entries + info.currsize, capacity + int(info.maxsize or 0)
-        return entries, capacity
+        """(entries, capacity) of the host-to-source cache."""
+        if self._cached is None:
+            return 0, 0
+        info = self._cached.cache_info()
+        return info.currsize, int(info.maxsize or 0)
 
     def _host_source(self, host: str) -> str:
         sources = self._sources
