@@ -76,7 +76,9 @@ def wrk_lua(domain: str = "site.test", mix: str = "repeat") -> str:
     * `repeat`: 4000 prebuilt requests from 60 browser UAs, 2000 client IPs and 400 bodies,
       cycled: every client and body comes back (what the gateway's memos see in steady traffic);
     * `visitors`: every request from a client address never seen before, with the common UAs and
-      bodies (a popular page on a busy day: the client memo always misses, the UA caches do not);
+      bodies, and one request in three an engagement event of one of those pages with its own
+      engagement time, as the tracker sends them (a popular page on a busy day: the client memo
+      always misses, the UA caches do not, and the engagement bodies are new each time);
     * `flood`: every request a new address, a new User-Agent and a new page (nothing repeats:
       what a flood of made-up clients costs).
     """
@@ -112,9 +114,14 @@ end
     # A new address per request, spread over the IPv4 space: the Park-Miller generator (period
     # 2^31 - 1, exact in LuaJIT's doubles) seeded by the clock, so each run sees new clients.
     flood = "true" if mix == "flood" else "false"
+    pages = [json.loads(b) for b in bs]
+    urls = [p["u"] for p in pages]
+    refs = [p.get("r", "") for p in pages]
     return f"""
 local uas = {lua_list(uas)}
 local bodies = {lua_list(bs)}
+local urls = {lua_list(urls)}
+local refs = {lua_list(refs)}
 local flood = {flood}
 local x = 1
 local h = {{}}
@@ -131,6 +138,11 @@ request = function()
   if flood then
     ua = ua .. " r" .. x
     body = '{{"n":"pageview","u":"https://{domain}/p/' .. x .. '","d":"{domain}"}}'
+  elseif x % 3 == 0 then
+    local k = x % #urls + 1
+    local r = refs[k] ~= "" and (',"r":"' .. refs[k] .. '"') or ""
+    body = '{{"n":"engagement","u":"' .. urls[k] .. '","d":"{domain}"' .. r .. ',"sd":' .. (x % 101) ..
+      ',"e":' .. (x % 600000 + 100) .. '}}'
   end
   h["User-Agent"] = ua
   return wrk.format("POST", "/api/event", h, body)
