@@ -271,11 +271,6 @@ class ListStore:
         return data.decode("utf-8", errors="replace")
 
 
-def _check_kind(kind: str) -> None:
-    if kind not in LIST_KINDS:
-        raise ValueError(f"unknown list {kind!r} (expected one of {', '.join(LIST_KINDS)})")
-
-
 def _atomic_write(path: Path, data: bytes) -> None:
     """Write next to `path`, flush to disk, then rename over it: readers never see a torn file."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)

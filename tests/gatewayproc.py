@@ -55,8 +55,10 @@ def metric_value(text: str, name: str, **labels: str) -> float | None:
 
 
 class Gateway:
-    def __init__(self, config: Path, *, workers: int | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(self, config: Path, *, workers: int | None = None, env: dict[str, str] | None = None,
+                 cwd: Path = ROOT) -> None:
         self.config = config
+        self.cwd = cwd
         self.base = config.parent
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -80,7 +82,7 @@ class Gateway:
             cmd += ["--workers", str(self.workers)]
         env = {**os.environ, "PYTHONPATH": str(ROOT), **self.env}
         self._log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+        self.proc = subprocess.Popen(cmd, cwd=self.cwd, env=env, stdout=self._log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
