@@ -70,17 +70,29 @@ def bodies(domain: str = "site.test", n: int = 400, seed: int = 3) -> list[str]:
 MIXES = ("repeat", "visitors", "flood")
 
 
+def _dress(ua: str, domain: str) -> dict[str, str]:
+    """What the browser `ua` claims to be sends with a tracker POST to a loopback gateway."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from browser_headers import browser_headers  # the one helper for browser headers
+
+    headers = browser_headers(ua, f"https://{domain}/")
+    return {k: v for k, v in headers.items() if k not in ("user-agent", "content-type")}
+
+
 def wrk_lua(domain: str = "site.test", mix: str = "repeat") -> str:
-    """A wrk script for one traffic mix:
+    """A wrk script for one traffic mix. Every browser User-Agent comes with the headers that
+    browser sends (tests/browser_headers.py), except the bare half of the flood.
 
     * `repeat`: 4000 prebuilt requests from 60 browser UAs, 2000 client IPs and 400 bodies,
       cycled: every client and body comes back (what the gateway's memos see in steady traffic);
-    * `visitors`: every request from a client address never seen before, with the common UAs and
-      bodies, and one request in three an engagement event of one of those pages with its own
-      engagement time, as the tracker sends them (a popular page on a busy day: the client memo
-      always misses, the UA caches do not, and the engagement bodies are new each time);
-    * `flood`: every request a new address, a new User-Agent and a new page (nothing repeats:
-      what a flood of made-up clients costs).
+    * `visitors`: visitor after visitor never seen before, each sending 1 to 5 requests from
+      one address and one of the common User-Agents: a pageview, then engagement events (their
+      own engagement time: a new body) or more pageviews. Tens of thousands of visitors a run;
+    * `flood`: every request a new address, a new User-Agent and a new page, half of them with a
+      browser's headers and half bare (nothing repeats: what a flood of made-up clients costs).
     """
     if mix not in MIXES:
         raise ValueError(f"unknown mix {mix!r} (expected one of {', '.join(MIXES)})")
@@ -89,21 +101,36 @@ def wrk_lua(domain: str = "site.test", mix: str = "repeat") -> str:
     def lua_list(items: list[str]) -> str:
         return "{" + ",".join(json.dumps(s) for s in items) + "}"
 
-    if mix == "repeat":
-        return f"""
+    def lua_table(d: dict[str, str]) -> str:
+        return "{" + ",".join(f"[{json.dumps(k)}]={json.dumps(v)}" for k, v in d.items()) + "}"
+
+    dress = "{" + ",".join(lua_table(_dress(ua, domain)) for ua in uas) + "}"
+    common = f"""
 local uas = {lua_list(uas)}
-local ips = {lua_list(ips)}
+local dress = {dress}
 local bodies = {lua_list(bs)}
+local function headers(k, ua, ip, dressed)
+  local h = {{}}
+  if dressed then
+    for name, value in pairs(dress[k]) do h[name] = value end
+  end
+  h["Content-Type"] = "text/plain"
+  h["User-Agent"] = ua
+  h["X-Forwarded-For"] = ip
+  return h
+end
+"""
+    if mix == "repeat":
+        return common + f"""
+local ips = {lua_list(ips)}
 local reqs = {{}}
 local i = 0
 init = function(args)
   math.randomseed(7)
-  for k = 1, 4000 do
-    local h = {{}}
-    h["Content-Type"] = "text/plain"
-    h["User-Agent"] = uas[math.random(#uas)]
-    h["X-Forwarded-For"] = ips[math.random(#ips)]
-    reqs[k] = wrk.format("POST", "/api/event", h, bodies[math.random(#bodies)])
+  for n = 1, 4000 do
+    local k = math.random(#uas)
+    reqs[n] = wrk.format("POST", "/api/event", headers(k, uas[k], ips[math.random(#ips)], true),
+                         bodies[math.random(#bodies)])
   end
 end
 request = function()
@@ -111,41 +138,50 @@ request = function()
   return reqs[i]
 end
 """
-    # A new address per request, spread over the IPv4 space: the Park-Miller generator (period
-    # 2^31 - 1, exact in LuaJIT's doubles) seeded by the clock, so each run sees new clients.
-    flood = "true" if mix == "flood" else "false"
+    # New addresses spread over the IPv4 space: the Park-Miller generator (period 2^31 - 1,
+    # exact in LuaJIT's doubles) seeded by the clock, so each run sees new clients.
     pages = [json.loads(b) for b in bs]
     urls = [p["u"] for p in pages]
     refs = [p.get("r", "") for p in pages]
-    return f"""
-local uas = {lua_list(uas)}
-local bodies = {lua_list(bs)}
+    return common + f"""
 local urls = {lua_list(urls)}
 local refs = {lua_list(refs)}
-local flood = {flood}
+local flood = {"true" if mix == "flood" else "false"}
 local x = 1
-local h = {{}}
-h["Content-Type"] = "text/plain"
+local left, k, ip = 0, 1, ""
 init = function(args)
   x = os.time() % 2147483646 + 1
 end
-request = function()
+local function address()
   x = (x * 48271) % 2147483647
-  h["X-Forwarded-For"] = string.format("%d.%d.%d.%d", 1 + math.floor(x / 8388608) % 223,
+  return string.format("%d.%d.%d.%d", 1 + math.floor(x / 8388608) % 223,
     math.floor(x / 32768) % 256, math.floor(x / 128) % 256, x % 256)
-  local ua = uas[x % #uas + 1]
-  local body = bodies[x % #bodies + 1]
+end
+request = function()
   if flood then
-    ua = ua .. " r" .. x
-    body = '{{"n":"pageview","u":"https://{domain}/p/' .. x .. '","d":"{domain}"}}'
-  elseif x % 3 == 0 then
-    local k = x % #urls + 1
-    local r = refs[k] ~= "" and (',"r":"' .. refs[k] .. '"') or ""
-    body = '{{"n":"engagement","u":"' .. urls[k] .. '","d":"{domain}"' .. r .. ',"sd":' .. (x % 101) ..
-      ',"e":' .. (x % 600000 + 100) .. '}}'
+    ip = address()
+    local n = x % #uas + 1
+    local body = '{{"n":"pageview","u":"https://{domain}/p/' .. x .. '","d":"{domain}"}}'
+    return wrk.format("POST", "/api/event", headers(n, uas[n] .. " r" .. x, ip, x % 2 == 0), body)
   end
-  h["User-Agent"] = ua
-  return wrk.format("POST", "/api/event", h, body)
+  local body
+  if left == 0 then  -- a new visitor: 1 to 5 requests from one address and User-Agent
+    ip = address()
+    k = x % #uas + 1
+    left = x % 5 + 1
+    body = bodies[x % #bodies + 1]
+  else
+    local p = (x + left) % #urls + 1
+    if left % 2 == 1 then
+      local r = refs[p] ~= "" and (',"r":"' .. refs[p] .. '"') or ""
+      body = '{{"n":"engagement","u":"' .. urls[p] .. '","d":"{domain}"' .. r .. ',"sd":' .. (x % 101) ..
+        ',"e":' .. (x % 600000 + 100 + left) .. '}}'
+    else
+      body = bodies[p]
+    end
+  end
+  left = left - 1
+  return wrk.format("POST", "/api/event", headers(k, uas[k], ip, true), body)
 end
 """
 

@@ -189,9 +189,22 @@ def cmd_explain(args: argparse.Namespace) -> int:
     except ValueError:
         print(f"error: --ip {args.ip!r} is not an IP address", file=sys.stderr)
         return 2
+    headers = None
+    if args.header:
+        from gateway.ingest.clients import HEADERS, read_browser_headers
+
+        given: dict[str, str] = {}
+        for line in args.header:
+            name, sep, value = line.partition(":")
+            if not sep:
+                print(f"error: --header {line!r} is not 'Name: value'", file=sys.stderr)
+                return 2
+            given[name.strip().lower()] = value.strip()
+        # As a direct request to the gateway (no proxy): https with --https, else plain http.
+        headers = read_browser_headers(tuple(given.get(h) for h in HEADERS[5:]), False, args.https)
     path = RequestPath(config, Metrics(config.data_dir))
     try:
-        client = path.clients.describe(ip, args.ua, args.ip_type)
+        client = path.clients.describe(ip, args.ua, args.ip_type, headers)
         traces = [path.executor.trace(event, client) for item in result.items for event in item.events]
     finally:
         path.release()
@@ -200,7 +213,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
             "client": {"country": client.country_code, "asn": client.asn},
             "events": [{"name": e.name, "domain": e.domain, "site": t.site.domain, "kept": t.kept,
                         "reason": None if t.dropped is None else t.dropped.reason.value,
-                        "steps": [{"reason": r.reason, "outcome": r.outcome, "detail": r.detail} for r in t.steps]}
+                        "steps": [{"reason": r.reason, "outcome": r.outcome, "detail": r.detail,
+                                   "evidence": r.evidence} for r in t.steps]}
                        for e, t in zip((e for item in result.items for e in item.events), traces)],
         }))
         return 0
@@ -209,7 +223,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     for event, trace in zip(events, traces):
         print(f"event {event.name!r} for {event.domain} at {event.hostname}{event.pathname}")
         for report in trace.steps:
-            print(f"  {report.reason}: {report.outcome}" + (f" ({report.detail})" if report.detail else ""))
+            label = f" [{report.evidence}]" if report.evidence else ""
+            print(f"  {report.reason}: {report.outcome}{label}" + (f" ({report.detail})" if report.detail else ""))
         print("  => kept" if trace.kept else f"  => dropped ({trace.dropped.reason.value})")  # type: ignore[union-attr]
     return 0
 
@@ -257,6 +272,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--name", default="pageview")
     e.add_argument("--referrer")
     e.add_argument("--event", help="a full JSON event body (or a batch) instead of --url/--domain/--name/--referrer")
+    e.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
+                   help="a request header (repeat it): Origin, Accept-Language, Sec-Fetch-*, sec-ch-ua*, Host...; "
+                        "without any, the spoofed_agent step has no headers to judge and passes")
+    e.add_argument("--https", action="store_true", help="the request reached the gateway over https")
     e.add_argument("--json", action="store_true", help="print the decisions as JSON")
     e.set_defaults(func=cmd_explain)
     return p

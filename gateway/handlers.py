@@ -97,7 +97,8 @@ async def event(request: Request) -> HTTPResponse:
             counts[400] += 1
             return _json({"errors": item.errors}, 400, _CORS)
         events = item.events
-    client = rt.clients(request.ip, request.headers)
+    conn = request.conn_info
+    client = rt.clients(request.ip, request.headers, conn is not None and conn.ssl)
     if not rt.spool.has_room():
         counts[503] += 1
         return _json(_NO_ROOM, 503, _RETRY_LATER)

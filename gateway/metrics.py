@@ -35,6 +35,10 @@ class Metrics:
         self.accepted: Counter[str] = Counter()
         self.dropped: Counter[tuple[str, str]] = Counter()
         self.would_drop: Counter[tuple[str, str]] = Counter()
+        # (site, reason, evidence): which signal or list made a shield object, for shields that
+        # name one from their small fixed set (docs/shields.md)
+        self.dropped_evidence: Counter[tuple[str, str, str]] = Counter()
+        self.would_drop_evidence: Counter[tuple[str, str, str]] = Counter()
         self.responses: Counter[int] = Counter()
         self.gauges: dict[str, float] = {}
         self.pid = os.getpid()
@@ -47,6 +51,8 @@ class Metrics:
             "accepted": [[k, v] for k, v in self.accepted.items()],
             "dropped": [[s, r, v] for (s, r), v in self.dropped.items()],
             "would_drop": [[s, r, v] for (s, r), v in self.would_drop.items()],
+            "dropped_evidence": [[s, r, e, v] for (s, r, e), v in self.dropped_evidence.items()],
+            "would_drop_evidence": [[s, r, e, v] for (s, r, e), v in self.would_drop_evidence.items()],
             "responses": [[k, v] for k, v in self.responses.items()],
             "gauges": self.gauges,
         }
@@ -97,6 +103,8 @@ class _Snapshots:
         accepted: Counter[str] = Counter()
         dropped: Counter[tuple[str, str]] = Counter()
         would: Counter[tuple[str, str]] = Counter()
+        evidence: dict[str, Counter[tuple[str, str, str]]] = {"dropped_evidence": Counter(),
+                                                              "would_drop_evidence": Counter()}
         responses: Counter[str] = Counter()
         gauges: Counter[str] = Counter()
         for s in self.snapshots:
@@ -106,6 +114,9 @@ class _Snapshots:
                 dropped[(site, reason)] += v
             for site, reason, v in s.get("would_drop", []):
                 would[(site, reason)] += v
+            for kind, into in evidence.items():
+                for site, reason, label, v in s.get(kind, []):
+                    into[(site, reason, label)] += v
             for k, v in s.get("responses", []):
                 responses[str(k)] += v
             for k, v in s.get("gauges", {}).items():
@@ -121,6 +132,15 @@ class _Snapshots:
             family = CounterMetricFamily(name, text, labels=["site", "reason"])
             for (site, reason), v in sorted(counts.items()):
                 family.add_metric([site, reason], v)
+            yield family
+        for name, text, kind in (
+                ("gateway_events_dropped_by_evidence", "Drops by site, reason and the signal or list behind them.",
+                 "dropped_evidence"),
+                ("gateway_events_would_drop_by_evidence", "Would-drops by site, reason and signal or list.",
+                 "would_drop_evidence")):
+            family = CounterMetricFamily(name, text, labels=["site", "reason", "evidence"])
+            for (site, reason, label), v in sorted(evidence[kind].items()):
+                family.add_metric([site, reason, label], v)
             yield family
         family = CounterMetricFamily("gateway_http_responses", "Responses of /api/event by status code.",
                                      labels=["code"])

@@ -32,12 +32,14 @@ import ipaddress
 import json
 import os
 import random
+import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import gevent
 from locust import FastHttpUser, between, events, task
@@ -45,6 +47,9 @@ from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
 DATA = Path(__file__).resolve().parent / "data"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from browser_headers import browser_headers  # noqa: E402  (the one helper for browser headers)
 ENDPOINT = "/api/event"
 
 # Defaults; each can be set in locust.conf, on the command line or by environment variable.
@@ -369,12 +374,19 @@ class _Client(FastHttpUser):
         self.cfg = _settings(self.environment)
         self.ua = browser_ua()
         self.ip = random_address(RESIDENTIAL)
+        # Browsers send Fetch Metadata and client hints only to https or loopback endpoints.
+        target = urlsplit(self.host or "")
+        self.secure = target.scheme == "https" or target.hostname in ("127.0.0.1", "localhost", "::1")
 
     def send(self, name: str, event: Any, expect: Expect, *, raw: bytes | None = None,
              content_type: str = "text/plain", ua: str | None = None, ip: str | None = None) -> None:
         data = raw if raw is not None else json.dumps(event, separators=(",", ":")).encode()
-        headers = {"content-type": content_type, "user-agent": ua or self.ua,
-                   "x-forwarded-for": ip or self.ip}
+        agent = ua or self.ua
+        page = event.get("u") if isinstance(event, dict) else None
+        # A browser's User-Agent comes with what that browser sends (tests/browser_headers.py).
+        headers = browser_headers(agent, page if isinstance(page, str) else f"https://{self.cfg.site}/",
+                                  secure=self.secure)
+        headers.update({"content-type": content_type, "user-agent": agent, "x-forwarded-for": ip or self.ip})
         # bytes, not str: some bodies are deliberately not UTF-8 (Locust's hint is too narrow).
         with self.client.post(ENDPOINT, data=data, headers=headers, name=name,  # type: ignore[arg-type]
                               catch_response=True) as resp:

@@ -416,10 +416,12 @@ class BotShield:
 
     def check(self, event: Event, client: ClientContext, site: SiteConfig) -> Verdict | None:
         if event.automation:
-            return Verdict(DropReason.BOT, detail="automation reported by the tracker")
+            return Verdict(DropReason.BOT, detail="automation reported by the tracker", evidence="automation")
         evidence = self.matcher.evidence(client.user_agent)
         if evidence is not None:
-            return Verdict(DropReason.BOT, detail=f"bot User-Agent: {evidence}")
+            if not client.user_agent.strip():
+                return Verdict(DropReason.BOT, detail="no User-Agent", evidence="empty_user_agent")
+            return Verdict(DropReason.BOT, detail=f"bot User-Agent: {evidence}", evidence="user_agent")
         return None
 
 
@@ -435,5 +437,5 @@ class VerificationAgentShield:
     def check(self, event: Event, client: ClientContext, site: SiteConfig) -> Verdict | None:
         # A prefix test, so the agent may append its version ("... Agent/1.2").
         if client.user_agent.startswith(self.user_agent):
-            return Verdict(DropReason.VERIFICATION_AGENT, detail="gateway verification agent")
+            return Verdict(DropReason.VERIFICATION_AGENT, detail="gateway verification agent", evidence="user_agent")
         return None

@@ -41,11 +41,11 @@ class DatacenterShield:
 
     def check(self, event: Event, client: ClientContext, site: SiteConfig) -> Verdict | None:
         if client.ip_type == "dc_ip":
-            return Verdict(DropReason.DC_IP, detail="classified dc_ip by a trusted proxy")
+            return Verdict(DropReason.DC_IP, detail="classified dc_ip by a trusted proxy", evidence="proxy_header")
         if client.ip is not None and self.lists.datacenter_ips.contains(client.ip):
-            return Verdict(DropReason.DC_IP, detail="address in datacenter ranges")
+            return Verdict(DropReason.DC_IP, detail="address in datacenter ranges", evidence="ip_list")
         if client.asn is not None and client.asn in self.lists.hosting_asns:
-            return Verdict(DropReason.DC_IP, detail=f"hosting network AS{client.asn}")
+            return Verdict(DropReason.DC_IP, detail=f"hosting network AS{client.asn}", evidence="hosting_asn")
         return None
 
 
@@ -61,7 +61,7 @@ class ThreatShield:
 
     def check(self, event: Event, client: ClientContext, site: SiteConfig) -> Verdict | None:
         if client.ip_type == "threat_ip":
-            return Verdict(DropReason.THREAT_IP, detail="classified threat_ip by a trusted proxy")
+            return Verdict(DropReason.THREAT_IP, detail="classified threat_ip by a trusted proxy", evidence="proxy_header")
         if client.ip is not None and self.lists.threat_ips.contains(client.ip):
-            return Verdict(DropReason.THREAT_IP, detail="address on a threat list")
+            return Verdict(DropReason.THREAT_IP, detail="address on a threat list", evidence="ip_list")
         return None

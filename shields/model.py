@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from shields.intervals import IntervalSet, IPAddress
 from shields.patterns import PatternSet
 
-__all__ = ["ClientContext", "CompiledRules", "DropReason", "Event", "IPAddress", "RateLimit", "SiteConfig",
+from shields.claims import BrowserClaim, claim_of
+
+__all__ = ["BrowserHeaders", "ClientContext", "CompiledRules", "DropReason", "Event", "IPAddress", "RateLimit", "SiteConfig",
            "SiteShields", "Verdict"]
 
 
@@ -28,6 +30,7 @@ class DropReason(str, enum.Enum):
     SPAM_REFERRER = "spam_referrer"
     UNKNOWN_SITE = "unknown_site"
     RATE_LIMITED = "rate_limited"
+    SPOOFED_AGENT = "spoofed_agent"
     VERIFICATION_AGENT = "verification_agent"
     DC_IP = "dc_ip"
     THREAT_IP = "threat_ip"
@@ -71,18 +74,79 @@ class Event:
     automation: bool = False  # the tracker saw navigator.webdriver or a headless marker
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
+class BrowserHeaders:
+    """What a browser adds to a script's request, as the gateway received it (None: absent), and
+    how the request reached the gateway: what the `spoofed_agent` shield judges a claim by."""
+
+    sec_fetch_site: str | None = None
+    sec_fetch_mode: str | None = None
+    sec_fetch_dest: str | None = None
+    sec_ch_ua: str | None = None
+    sec_ch_ua_mobile: str | None = None
+    sec_ch_ua_platform: str | None = None
+    origin: str | None = None
+    accept_language: str | None = None
+    accept_encoding: str | None = None
+    # "https" or "http" when known (the socket, or a trusted proxy's X-Forwarded-Proto); None
+    # when a trusted proxy forwarded it without saying.
+    transport: str | None = None
+    loopback: bool = False  # addressed to localhost or a loopback address (potentially trustworthy)
+
+
 class ClientContext:
     """Who sent the request, as far as the gateway may trust it.
 
     `ip` is only ever used in memory: for shields, geo and the visitor id. It is never stored.
+    `country_code` and `asn` come from geo/: given here, or looked up the first time a shield
+    asks (`_locate`, which the gateway's client overrides), so a client dropped before anything
+    asks costs no lookup. `claim` is the browser the User-Agent claims, read the first time it
+    is asked for. `headers` is None when the client was not seen in an HTTP request.
     """
 
-    ip: IPAddress | None
-    user_agent: str  # "" when the header is absent
-    ip_type: str | None = None  # x-plausible-ip-type from a trusted proxy: dc_ip, threat_ip, anonymous_vpn_ip
-    country_code: str | None = None  # filled from geo/ before the shields run
-    asn: int | None = None
+    __slots__ = ("ip", "user_agent", "ip_type", "headers", "_country_code", "_asn", "_located", "_claim")
+
+    def __init__(self, ip: IPAddress | None, user_agent: str, ip_type: str | None = None,
+                 country_code: str | None = None, asn: int | None = None,
+                 headers: BrowserHeaders | None = None) -> None:
+        self.ip = ip
+        self.user_agent = user_agent  # "" when the header is absent
+        self.ip_type = ip_type  # x-plausible-ip-type from a trusted proxy: dc_ip, threat_ip, anonymous_vpn_ip
+        self.headers = headers
+        self._country_code = country_code
+        self._asn = asn
+        self._located = True
+        self._claim: BrowserClaim | None = None
+
+    def _locate(self) -> tuple[str | None, int | None]:
+        """(country code, ASN) for a client whose geo answer is looked up on first use."""
+        return self._country_code, self._asn
+
+    def _resolve(self) -> None:
+        self._located = True
+        self._country_code, self._asn = self._locate()
+
+    @property
+    def country_code(self) -> str | None:
+        if not self._located:
+            self._resolve()
+        return self._country_code
+
+    @property
+    def asn(self) -> int | None:
+        if not self._located:
+            self._resolve()
+        return self._asn
+
+    @property
+    def claim(self) -> BrowserClaim:
+        claim = self._claim
+        if claim is None:
+            claim = self._claim = claim_of(self.user_agent)
+        return claim
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(ip={self.ip!r}, user_agent={self.user_agent!r}, ip_type={self.ip_type!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,8 +205,11 @@ class SiteConfig:
 
 @dataclass(slots=True)
 class Verdict:
-    """A shield's objection: the reason, whether it only reports, and a short operator-facing detail."""
+    """A shield's objection: the reason, whether it only reports, a short operator-facing
+    detail, and `evidence`: a label from a small fixed set (which signal or which list), counted
+    in the metrics by site and reason, so it must never be built from request data."""
 
     reason: DropReason
     report_only: bool = False
     detail: str = ""
+    evidence: str = ""

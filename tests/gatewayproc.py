@@ -16,7 +16,10 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from browser_headers import browser_headers, claims_a_browser
+
 ROOT = Path(__file__).resolve().parent.parent
+CHROME = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
 
 
 def free_port() -> int:
@@ -123,9 +126,18 @@ class Gateway:
 
     def post(self, body: Any = None, *, content: bytes | str | None = None,
              headers: dict[str, str] | None = None, ip: str | None = None,
-             ua: str | None = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36") -> httpx.Response:
+             ua: str | None = CHROME, browser: bool | None = None) -> httpx.Response:
+        """POST /api/event. A User-Agent that claims a browser comes with what that browser sends
+        (tests/browser_headers.py) unless `browser=False`: the test gateway is on a loopback
+        address, which browsers treat as secure."""
         h = {"content-type": "text/plain"}
         if ua is not None:
+            if browser is None:
+                browser = claims_a_browser(ua)
+            if browser:
+                first = body[0] if isinstance(body, list) and body else body
+                page = first.get("u") if isinstance(first, dict) else None
+                h.update(browser_headers(ua, page if isinstance(page, str) else "https://site.test/"))
             h["user-agent"] = ua
         if ip is not None:
             h["x-forwarded-for"] = ip

@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 import servers
+from browser_headers import browser_headers
 from gatewayproc import Gateway, write_config
 from servers import ClickHouseServer, RedisServer
 
@@ -60,7 +61,7 @@ class Load:
                 seq = self._take()
                 try:
                     r = client.post("/api/event", content=_event(seq),
-                                    headers={"user-agent": CHROME, "x-forwarded-for": f"192.0.2.{seq % 200}"})
+                                    headers={**browser_headers(CHROME), "x-forwarded-for": f"192.0.2.{seq % 200}"})
                 except httpx.HTTPError:
                     with self._lock:
                         self.errors += 1

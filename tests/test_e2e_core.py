@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from browser_headers import browser_headers
 from gatewayproc import Gateway
 
 CHROME = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
@@ -128,7 +129,7 @@ def test_each_answer_carries_its_own_length_and_connection_headers(gateway: Gate
                              (pageview(domain="other.test"), "close"), (pageview(), "close")):
         with httpx.Client(base_url=gateway.url) as c:
             r = c.post("/api/event", content=json.dumps(body),
-                       headers={"user-agent": CHROME, "connection": connection})
+                       headers={**browser_headers(CHROME, body.get("u", "https://site.test/")), "connection": connection})
         answers.append((r.status_code, r.json(), r.headers["connection"]))
         assert int(r.headers["content-length"]) == len(r.content)
         assert r.headers["content-type"] == "application/json"
@@ -206,7 +207,7 @@ def test_two_workers_give_one_visitor_one_id(start_gateway: Callable[..., Gatewa
         # a new connection each time so the kernel spreads requests over both workers
         with httpx.Client(base_url=gw.url, headers={"connection": "close"}) as c:
             r = c.post("/api/event", content=json.dumps(pageview(f"/p{i}")),
-                       headers={"user-agent": CHROME, "x-forwarded-for": "192.0.2.44"})
+                       headers={**browser_headers(CHROME), "x-forwarded-for": "192.0.2.44"})
             assert r.status_code == 202
     rows = gw.wait_rows(40)
     assert len(rows) == 40
@@ -229,7 +230,7 @@ def test_clean_stop_flushes_every_buffered_event(start_gateway: Callable[..., Ga
     for i in range(n):
         with httpx.Client(base_url=gw.url, headers={"connection": "close"}) as c:
             assert c.post("/api/event", content=json.dumps(pageview(f"/p{i}")),
-                          headers={"user-agent": CHROME}).status_code == 202
+                          headers=browser_headers(CHROME)).status_code == 202
     assert gw.rows() == []
     assert gw.stop(signal.SIGTERM) == 0
     assert len(gw.rows()) == n
@@ -244,7 +245,7 @@ def test_events_reach_the_sink_while_running(start_gateway: Callable[..., Gatewa
     for i in range(30):
         with httpx.Client(base_url=gw.url, headers={"connection": "close"}) as c:
             assert c.post("/api/event", content=json.dumps(pageview(f"/p{i}")),
-                          headers={"user-agent": CHROME}).status_code == 202
+                          headers=browser_headers(CHROME)).status_code == 202
     assert len(gw.wait_rows(30)) == 30
     status = gw.data_dir / "state" / "shipper.json"
     if shipper == "process":

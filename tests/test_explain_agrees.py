@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from browser_headers import browser_headers, claims_a_browser
 from gatewayproc import Gateway, metric_value, write_config
 from gateway.cli import main as cli
 from gateway.ingest.steps import STEPS, SWITCHABLE
@@ -37,11 +38,13 @@ class Trigger:
     path: str = "/"
     extra: dict[str, Any] = field(default_factory=dict)
     primer: bool = False  # a first event the site accepts, so that the second one objects
+    bare: bool = False  # a browser's User-Agent without the headers that browser sends
 
 
 TRIGGERS: dict[str, Trigger] = {
     "spam_referrer": Trigger(extra={"r": "https://www.spam-seo.example/page"}),
     "rate_limited": Trigger(tables="[rate_limit]\nevents_per_minute = 1\nburst = 1\n", primer=True),
+    "spoofed_agent": Trigger(bare=True),
     "verification_agent": Trigger(ua=VERIFICATION_AGENT_UA + "/1.0"),
     "dc_ip": Trigger(ip="198.18.0.9"),
     "threat_ip": Trigger(ip="198.51.100.66"),
@@ -87,11 +90,18 @@ def would_drops_before_the_drop(steps: list[dict[str, str]]) -> set[str]:
     return met
 
 
-def explain(config: Path, event: dict[str, Any], ua: str, ip: str) -> dict[str, Any]:
+def sent_headers(gateway: Gateway, event: dict[str, Any], t: Trigger) -> dict[str, str]:
+    """The headers `Gateway.post` sends for this trigger, as explain's --header lines take them."""
+    headers = {} if t.bare or not claims_a_browser(t.ua) else browser_headers(t.ua, event["u"])
+    return {**headers, "host": f"127.0.0.1:{gateway.port}"}
+
+
+def explain(gateway: Gateway, event: dict[str, Any], t: Trigger) -> dict[str, Any]:
     out = io.StringIO()
+    lines = [f"--header={k}: {v}" for k, v in sent_headers(gateway, event, t).items() if k != "user-agent"]
     with contextlib.redirect_stdout(out):
-        code = cli(["explain", "--config", str(config), "--ua", ua, "--ip", ip, "--event", json.dumps(event),
-                    "--json"])
+        code = cli(["explain", "--config", str(gateway.config), "--ua", t.ua, "--ip", t.ip, "--event",
+                    json.dumps(event), "--json", *lines])
     assert code == 0, out.getvalue()
     [decided] = json.loads(out.getvalue())["events"]
     return decided  # type: ignore[no-any-return]
@@ -127,8 +137,8 @@ def test_explain_and_the_server_agree(gateway: Gateway, reason: str, mode: str) 
     event = body(reason, domain)
     if t.primer:
         assert gateway.post(event, ip=t.ip, ua=t.ua).json() == {"accepted": 1}
-    told = explain(gateway.config, event, t.ua, t.ip)
-    answer = gateway.post(event, ip=t.ip, ua=t.ua).json()
+    told = explain(gateway, event, t)
+    answer = gateway.post(event, ip=t.ip, ua=t.ua, browser=not t.bare).json()
     metrics = gateway.client.get("/metrics").text
     reasons = [s.reason.value for s in STEPS]
     dropped = {r for r in reasons if metric_value(metrics, "gateway_events_dropped_total", site=domain, reason=r)}
@@ -151,12 +161,12 @@ def test_explain_and_the_server_agree(gateway: Gateway, reason: str, mode: str) 
 
 def test_explain_and_the_server_agree_on_an_unknown_site(gateway: Gateway) -> None:
     event = body("", "nobody.test")
-    told = explain(gateway.config, event, CHROME, HUMAN_IP)
+    told = explain(gateway, event, Trigger())
     assert gateway.post(event, ip=HUMAN_IP, ua=CHROME).json() == {"accepted": 0, "dropped": 1}
     assert told["kept"] is False and told["reason"] == "unknown_site" and told["site"] == "(unknown)"
     assert gateway.metric("gateway_events_dropped_total", site="(unknown)", reason="unknown_site") == 1
     spam = body("spam_referrer", "nobody.test")
-    told = explain(gateway.config, spam, CHROME, HUMAN_IP)
+    told = explain(gateway, spam, Trigger())
     assert gateway.post(spam, ip=HUMAN_IP, ua=CHROME).json() == {"accepted": 0, "dropped": 1}
     assert told["reason"] == "spam_referrer"
     assert gateway.metric("gateway_events_dropped_total", site="(unknown)", reason="spam_referrer") == 1

@@ -84,7 +84,7 @@ def reason(result: tuple) -> str | None:
 
 def test_the_steps_are_the_documented_precedence() -> None:
     assert [s.reason.value for s in STEPS] == [
-        "spam_referrer", "unknown_site", "rate_limited", "verification_agent", "dc_ip", "threat_ip",
+        "spam_referrer", "unknown_site", "rate_limited", "spoofed_agent", "verification_agent", "dc_ip", "threat_ip",
         "site_hostname_allowlist", "site_page_blocklist", "site_ip_blocklist", "site_country_blocklist", "bot",
         "velocity",
     ]

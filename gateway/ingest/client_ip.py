@@ -74,6 +74,10 @@ class ClientIPResolver:
             return self._read_hop(text)
         return self._hop(text)
 
+    def trusts(self, peer: str) -> bool:
+        """Whether the socket peer is a trusted proxy (whose forwarding headers count)."""
+        return bool(peer) and self._hop_of(peer)[1]
+
     def resolve(self, peer: str, headers: Mapping[str, str]) -> tuple[IPAddress | None, str | None]:
         """Return (client ip, ip type). `headers` must have lower-case keys (Sanic's do)."""
         peer_ip, trusted = self._hop_of(peer) if peer else _NO_HOP

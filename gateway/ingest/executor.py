@@ -73,6 +73,7 @@ class StepReport:
     reason: str
     outcome: str
     detail: str = ""
+    evidence: str = ""  # the verdict's evidence label, for drop and would_drop
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,11 +158,15 @@ class Executor:
             verdict, would = _decide(plan, event, client, site, memo)
             for w in would:
                 metrics.would_drop[(label, w.reason.value)] += 1
+                if w.evidence:
+                    metrics.would_drop_evidence[(label, w.reason.value, w.evidence)] += 1
             if verdict is None:
                 out.kept.append((event, site))
                 metrics.accepted[label] += 1
                 continue
             metrics.dropped[(label, verdict.reason.value)] += 1
+            if verdict.evidence:
+                metrics.dropped_evidence[(label, verdict.reason.value, verdict.evidence)] += 1
             out.dropped.append((label, verdict.reason))
             if isinstance(verdict, Throttled):
                 out.retry_after = max(out.retry_after, verdict.retry_after)
@@ -205,9 +210,9 @@ class Executor:
             if verdict is None:
                 reports.append(StepReport(reason, "pass"))
             elif mode == "report" or verdict.report_only:
-                reports.append(StepReport(reason, "would_drop", verdict.detail))
+                reports.append(StepReport(reason, "would_drop", verdict.detail, verdict.evidence))
             else:
-                reports.append(StepReport(reason, "drop", verdict.detail))
+                reports.append(StepReport(reason, "drop", verdict.detail, verdict.evidence))
                 if dropped is None:
                     dropped = verdict
         return Trace(site, tuple(reports), dropped)

@@ -24,6 +24,7 @@ from typing import Protocol
 from gateway.ingest.clients import Client
 from gateway.ingest.visitor import Visitors
 from gateway.state.limits import RateLimiter, VelocityTable
+from shields.agents import SpoofedAgentShield
 from shields.bots import VERIFICATION_AGENT_UA, BotMatcher, BotShield, VerificationAgentShield
 from shields.iplists import DatacenterShield, ThreatShield
 from shields.lists import LiveLists
@@ -134,6 +135,7 @@ STEPS: tuple[type[Step], ...] = (
     SpamReferrerShield,  # needs no site: a spam referrer on an unknown domain is spam
     UnknownSite,
     RateLimited,
+    SpoofedAgentShield,  # header checks, before anything that parses or looks up
     VerificationAgentShield,
     DatacenterShield,
     ThreatShield,
@@ -165,6 +167,7 @@ _BUILD: dict[type[Step], Callable[[StepParts], Step]] = {
     SpamReferrerShield: lambda p: SpamReferrerShield(p.lists),
     UnknownSite: lambda p: UnknownSite(),
     RateLimited: lambda p: RateLimited(p.limiter),
+    SpoofedAgentShield: lambda p: SpoofedAgentShield(),
     VerificationAgentShield: lambda p: VerificationAgentShield(p.verification_agent_ua),
     DatacenterShield: lambda p: DatacenterShield(p.lists),
     ThreatShield: lambda p: ThreatShield(p.lists),

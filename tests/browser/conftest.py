@@ -205,8 +205,13 @@ class _SiteHandler(BaseHTTPRequestHandler):
         self.server.seen.append((self.command, self.headers.get("Host", ""), self.path, dict(self.headers.items())))
         length = int(self.headers.get("Content-Length") or 0)
         data = self.rfile.read(length) if length else None
-        headers = {k: v for k, v in self.headers.items() if k.lower() in ("content-type", "user-agent", "if-none-match")}
+        # Every request header but the hop-by-hop ones, as nginx's proxy_pass forwards them (the
+        # gateway judges a browser by them), and the client and scheme for the gateway.
+        hop = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "upgrade", "host",
+               "content-length"}
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in hop}
         headers["X-Forwarded-For"] = self.client_address[0]
+        headers["X-Forwarded-Proto"] = "http"
         req = urllib.request.Request(self.server.gateway_url + self.path, data=data, method=self.command, headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=10) as r:
