@@ -5,9 +5,11 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 CONFIG ?= config/gateway.toml
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# Debian packages the test suite drives for real: a browser for the tracker tests,
-# database servers for the sink and shared-state tests, libfaketime to cross midnight.
-TEST_DEBS := chromium clickhouse-server redis-server faketime
+# Debian packages the test suite drives for real: browsers for the tracker and header tests
+# (Chromium, Firefox ESR with NSS's certutil for its test CA), nginx as the TLS front, curl and
+# wget among the HTTP clients, database servers for the sink and shared-state tests, libfaketime
+# to cross midnight.
+TEST_DEBS := chromium firefox-esr libnss3-tools nginx curl wget clickhouse-server redis-server faketime
 # The HTTP load generator of the benchmarks.
 BENCH_DEBS := wrk
 

@@ -21,7 +21,7 @@ __all__ = ["CLIENT_HINTS_SINCE", "SEC_FETCH_SINCE", "SIGNALS", "SpoofedAgentShie
 # Since when each engine sends what (first versions, from MDN's compatibility data and the
 # browsers' release notes; docs/shields.md gives the links).
 SEC_FETCH_SINCE: Final = {BLINK: 76, GECKO: 90, WEBKIT: 1604}
-CLIENT_HINTS_SINCE: Final = 89  # Blink only; never on iOS (WebKit) or Gecko
+CLIENT_HINTS_SINCE: Final = 93  # all three low-entropy hints by default (platform since 93); Blink only
 
 #: Every evidence label this shield gives, in the order it checks them.
 SIGNALS: Final = ("no_accept_language", "no_accept_encoding", "https_page_over_http", "no_origin", "no_sec_fetch",

@@ -68,7 +68,7 @@ def browser_headers(ua: str, page: str = "https://site.test/", *, secure: bool =
     if secure and modern:
         headers.update({"sec-fetch-site": "cross-site" if cross_site else "same-origin",
                         "sec-fetch-mode": "no-cors" if beacon else "cors", "sec-fetch-dest": "empty"})
-    if secure and claim.engine == BLINK and claim.version >= 89 and not claim.webview:
+    if secure and claim.engine == BLINK and claim.version >= 93 and not claim.webview:
         headers.update({"sec-ch-ua": _brands(ua, claim.version), "sec-ch-ua-mobile": "?1" if claim.mobile else "?0",
                         "sec-ch-ua-platform": _PLATFORMS.get(claim.platform, '"Unknown"')})
     return headers

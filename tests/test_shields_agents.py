@@ -159,8 +159,8 @@ def test_client_hints_rules_leave_real_exceptions_alone() -> None:
     asked = {**browser_headers(desktop_mode, HTTPS_PAGE), "sec-ch-ua-platform": '"Android"'}
     assert signal(desktop_mode, asked) is None  # Chrome on Android showing the desktop site
     assert signal(WEBVIEW, without(browser_headers(WEBVIEW, HTTPS_PAGE), "sec-ch-ua")) is None
-    old = CHROME.replace("Chrome/131", "Chrome/88")
-    assert signal(old, without(browser_headers(old, HTTPS_PAGE), "sec-ch-ua")) is None  # before 89
+    old = CHROME.replace("Chrome/131", "Chrome/92")
+    assert signal(old, without(browser_headers(old, HTTPS_PAGE), "sec-ch-ua")) is None  # before 93
 
 
 @pytest.mark.parametrize("ua", [FIREFOX, SAFARI, IPHONE, CRIOS])
