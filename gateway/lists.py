@@ -32,6 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config import LOOPBACK_HOSTS, ListSettings
+from geo import AsnTable, AsnTableError, installed_asn
+from shields.hosting import DATA as SHIELD_DATA
+from shields.hosting import classify_networks
 from shields.iplists import load_hosting_asns
 from shields.lists import LIST_KINDS, LiveLists, build_matcher, check_kind, parse_entries
 
@@ -93,8 +96,10 @@ class ListStore:
         self.settings = settings or ListSettings()
         self.check_interval = check_interval
         self.timeout = timeout
+        self.data_dir = Path(data_dir)
         self.lists = LiveLists(hosting_asns=load_hosting_asns() if hosting_asns is None else hosting_asns)
         self._seen: dict[str, tuple[int, int] | None] = {kind: None for kind in LIST_KINDS}
+        self._asn_seen: tuple[int, int] | None = None
         self._next_check = 0.0
         self._warned: set[str] = set()
 
@@ -136,7 +141,63 @@ class ListStore:
         return True
 
     def load_all(self) -> dict[str, bool]:
-        return {kind: self.load(kind) for kind in LIST_KINDS}
+        loaded = {kind: self.load(kind) for kind in LIST_KINDS}
+        self.load_asn()
+        return loaded
+
+    def _asn_signature(self) -> tuple[int, int] | None:
+        found = installed_asn(self.data_dir)
+        if found is None:
+            return None
+        try:
+            st = Path(found["table"]).stat()
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size
+
+    def load_asn(self) -> bool:
+        """Load the ASN table `geo install` put in the data dir, and which of its networks are
+        hosting or VPN services; False (with one warning) when there is none."""
+        found = installed_asn(self.data_dir)
+        if found is None:
+            if "asn" not in self._warned:
+                self._warned.add("asn")
+                log.warning("no ASN table installed: the dc_ip shield judges networks by the geo database's ASN "
+                            "alone (run `edge-gateway geo install`)")
+            return False
+        try:
+            table = AsnTable.open(Path(found["table"]), Path(found["orgs"]))
+        except AsnTableError as exc:
+            log.warning("ASN table unusable, keeping what was loaded: %s", exc)
+            return False
+        hosting, vpn = self._classes(table, str(found.get("integrity", "")))
+        self.lists.hosting_asns, self.lists.vpn_asns = hosting, vpn
+        self.lists.asn_table = table
+        self._asn_seen = self._asn_signature()
+        self._warned.discard("asn")
+        return True
+
+    def _classes(self, table: AsnTable, version: str) -> tuple[frozenset[int], frozenset[int]]:
+        """`classify_networks` over the table's organisations, kept in the lists folder keyed by
+        the table and the classification data, so each worker does not redo it (~0.6 s)."""
+        digest = hashlib.sha256(version.encode())
+        for name in ("hosting_asns.txt", "vpn_asns.txt", "people_asns.txt", "hosting_names.txt", "hosting_brands.txt"):
+            digest.update((SHIELD_DATA / name).read_bytes())
+        key = digest.hexdigest()
+        cache = self.dir / "asn-classes.json"
+        try:
+            kept = json.loads(cache.read_text())
+            if kept.get("key") == key:
+                return frozenset(kept["hosting"]), frozenset(kept["vpn"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        hosting, vpn = classify_networks(table.orgs)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            _atomic_write(cache, json.dumps({"key": key, "hosting": sorted(hosting), "vpn": sorted(vpn)}).encode())
+        except OSError as exc:
+            log.warning("could not keep the ASN classes in %s: %s", cache, exc)
+        return hosting, vpn
 
     def maybe_reload(self, now: float | None = None) -> list[str]:
         """Reload the lists whose files changed since the last look; cheap when none did.
@@ -157,6 +218,9 @@ class ListStore:
                 key = None
             if key != self._seen[kind] and key is not None and self.load(kind):
                 reloaded.append(kind)
+        signature = self._asn_signature()
+        if signature is not None and signature != self._asn_seen and self.load_asn():
+            reloaded.append("asn")
         return reloaded
 
     # status

@@ -35,6 +35,8 @@ import maxminddb
 from maxminddb.errors import InvalidDatabaseError
 
 __all__ = [
+    "ASN_ATTRIBUTION",
+    "ASN_PACKAGE",
     "ATTRIBUTION",
     "DEFAULT_PACKAGE",
     "DEFAULT_REGISTRY",
@@ -43,8 +45,10 @@ __all__ = [
     "GeoInstallError",
     "InstalledGeo",
     "install",
+    "install_asn",
     "install_default",
     "installed",
+    "installed_asn",
     "installed_paths",
 ]
 
@@ -56,6 +60,18 @@ PINNED_INTEGRITY = ("sha512-zrTJXW4+5MpTCbdy0gFXDJxAvqBNsJB8alih0Kcy09BC7EP2SfPA
 DEFAULT_REGISTRY = "https://registry.npmjs.org"
 LICENSE = "CC-BY-4.0"
 ATTRIBUTION = "IP Geolocation by DB-IP (https://db-ip.com), licensed under CC BY 4.0"
+
+# The ASN table beside it: ip-location-db's ASN ranges (RouteViews, the RIRs' delegations and
+# DB-IP's ASN Lite) of June 2026, tarball 18.7 MB. Turned into geo.asn's binary table at install.
+ASN_PACKAGE = "@ip-location-db/asn"
+ASN_VERSION = "2.3.2026061719"
+ASN_INTEGRITY = "sha512-PpqYi7wyEyWwunXBtl+y3Vi403SvNywotWwvmiYCOUtE0SVol/Sf492Ee+eErEznmGapxEQB2SAfrpXuZ9a+vQ=="
+ASN_ATTRIBUTION = ("ASN data: ip-location-db (RouteViews, RIR delegations) and ASN Lite by DB-IP (https://db-ip.com), "
+                   "licensed under CC BY 4.0")
+ASN_TABLE = "asn.bin"
+ASN_ORGS = "asn-orgs.json"
+_ASN_MANIFEST = "asn-installed.json"
+_ASN_CSV = ("asn-ipv4-num.csv", "asn-ipv6-num.csv")
 
 # Ten times today's tarball: room for growth, but a runaway download cannot fill the disk.
 MAX_TARBALL_BYTES = 640 * 1024 * 1024
@@ -271,6 +287,71 @@ def install(data_dir: Path, package: str = DEFAULT_PACKAGE, version: str = PINNE
     _write_atomic(dest / _MANIFEST, (json.dumps(record, indent=2) + "\n").encode())
     _fsync_dir(dest)
     return result
+
+
+def installed_asn(data_dir: Path) -> dict[str, Any] | None:
+    """What ``install_asn`` left under ``data_dir/geo`` (paths ``table`` and ``orgs``, package,
+    version, attribution), if its files are still there."""
+    dest = Path(data_dir) / "geo"
+    try:
+        raw = json.loads((dest / _ASN_MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(raw, dict) or not (dest / ASN_TABLE).is_file() or not (dest / ASN_ORGS).is_file():
+        return None
+    return {**raw, "table": dest / ASN_TABLE, "orgs": dest / ASN_ORGS}
+
+
+def install_asn(data_dir: Path, package: str = ASN_PACKAGE, version: str = ASN_VERSION,
+                registry: str = DEFAULT_REGISTRY, *, expected_integrity: str | None = ASN_INTEGRITY,
+                timeout: float = 60.0) -> dict[str, Any]:
+    """Download the ASN ranges package, verify it as ``install`` does, and write geo.asn's table
+    (``asn.bin``, ``asn-orgs.json``) and its licences. Nothing is downloaded when the same
+    version and hash are installed. Raises ``GeoInstallError``."""
+    from .asn import read_csv, write_table
+
+    dest = Path(data_dir) / "geo"
+    tarball_url, integrity = _metadata(registry, package, version, timeout)
+    if expected_integrity is not None and _sha512s(integrity) != _sha512s(expected_integrity):
+        raise GeoInstallError(f"{package}@{version}: the registry publishes integrity {integrity}, "
+                              f"but this version is pinned to {expected_integrity}")
+    current = installed_asn(data_dir)
+    if current is not None and (current.get("package"), current.get("version"), current.get("integrity")) == (
+            package, version, integrity):
+        return current
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise GeoInstallError(f"cannot create {dest}: {exc.strerror}") from exc
+    work = dest / f".asn-{version}.{os.getpid()}"
+    work.mkdir(exist_ok=True)
+    tgz = work / "package.tgz"
+    try:
+        with open(tgz, "wb") as f:
+            _download(tarball_url, f, integrity, timeout)
+        with tarfile.open(tgz, "r:gz") as tar:
+            members = {m.name[len("package/"):]: m for m in tar.getmembers()
+                       if m.isfile() and m.name.startswith("package/") and "/" not in m.name[len("package/"):]}
+            missing = [n for n in _ASN_CSV if n not in members]
+            if missing:
+                raise GeoInstallError(f"{package}@{version} has no {', '.join(missing)}")
+            for name, member in members.items():
+                if name in _ASN_CSV or "LICENSE" in name.upper():
+                    with tar.extractfile(member) as src:  # type: ignore[union-attr]
+                        _write_atomic((work if name in _ASN_CSV else dest) / name, src)
+        ranges = write_table(read_csv(work / _ASN_CSV[0]), read_csv(work / _ASN_CSV[1]), dest / ASN_TABLE,
+                             dest / ASN_ORGS)
+    except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+        raise GeoInstallError(f"the ASN package cannot be installed: {exc}") from exc
+    finally:
+        for p in work.iterdir():
+            p.unlink(missing_ok=True)
+        work.rmdir()
+    record = {"package": package, "version": version, "integrity": integrity, "ranges": ranges,
+              "license": LICENSE, "attribution": ASN_ATTRIBUTION}
+    _write_atomic(dest / _ASN_MANIFEST, (json.dumps(record, indent=2) + "\n").encode())
+    _fsync_dir(dest)
+    return {**record, "table": dest / ASN_TABLE, "orgs": dest / ASN_ORGS}
 
 
 def install_default(data_dir: Path, registry: str = DEFAULT_REGISTRY) -> InstalledGeo:

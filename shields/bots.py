@@ -410,6 +410,7 @@ class BotShield:
     """Drops bots: a bot User-Agent, an empty one, or automation the tracker itself reported."""
 
     reason = DropReason.BOT
+    evidence = ("automation", "empty_user_agent", "user_agent")
 
     def __init__(self, matcher: BotMatcher) -> None:
         self.matcher = matcher
@@ -430,6 +431,7 @@ class VerificationAgentShield:
 
     reason = DropReason.VERIFICATION_AGENT
     client_only = True
+    evidence = ("user_agent",)
 
     def __init__(self, user_agent: str = VERIFICATION_AGENT_UA) -> None:
         self.user_agent = user_agent

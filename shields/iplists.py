@@ -1,9 +1,9 @@
 """Datacenter and threat addresses: the `dc_ip` and `threat_ip` shields.
 
 A client counts as datacenter when a trusted proxy says so (`ClientContext.ip_type == "dc_ip"`),
-when its address is in the datacenter ranges, or when its ASN (filled by geo/ from an ASN
-database) is one of the hosting networks in `data/hosting_asns.txt`. The ranges are downloaded
-lists read through `LiveLists` (shields/lists.py), so a reloaded list takes effect without
+when its address is in the datacenter ranges, or when its network (its AS number, from the ASN
+table geo/ installs) is a hosting network or a VPN service (shields/hosting.py). The ranges and
+tables are read through `LiveLists` (shields/lists.py), so a reloaded list takes effect without
 rebuilding anything.
 """
 
@@ -26,15 +26,21 @@ def load_hosting_asns(path: Path = HOSTING_ASNS_FILE) -> frozenset[int]:
 
 
 class DatacenterShield:
-    """Drops traffic from datacenters and clouds: proxy header, address ranges or hosting ASN.
+    """Drops traffic from datacenters, clouds and VPN services: a trusted proxy's header, the
+    datacenter address ranges, or the client's network (its AS number) being a hosting network
+    or a VPN service (shields/hosting.py).
 
-    IP-based: a site's `ip_allowlist` exempts the client. Client-only: the verdict depends on
-    the client context and the loaded lists alone.
+    The AS number comes from the ASN table when one is installed (a binary search), else from
+    the geo database's answer. VPN networks are named with their own evidence (`vpn_asn`), so a
+    site that keeps VPN visitors can say `ignore = ["dc_ip:vpn_asn"]`. IP-based: a site's
+    `ip_allowlist` exempts the client. Client-only: the verdict depends on the client context
+    and the loaded lists alone.
     """
 
     reason = DropReason.DC_IP
     ip_based = True
     client_only = True
+    evidence = ("proxy_header", "vpn_asn", "ip_list", "hosting_asn")
 
     def __init__(self, lists: LiveLists) -> None:
         self.lists = lists
@@ -42,10 +48,16 @@ class DatacenterShield:
     def check(self, event: Event, client: ClientContext, site: SiteConfig) -> Verdict | None:
         if client.ip_type == "dc_ip":
             return Verdict(DropReason.DC_IP, detail="classified dc_ip by a trusted proxy", evidence="proxy_header")
-        if client.ip is not None and self.lists.datacenter_ips.contains(client.ip):
+        lists = self.lists
+        ip = client.ip
+        table = lists.asn_table
+        asn = table.lookup(ip) if table is not None and ip is not None else client.asn
+        if asn is not None and asn in lists.vpn_asns:
+            return Verdict(DropReason.DC_IP, detail=f"VPN service network AS{asn}", evidence="vpn_asn")
+        if ip is not None and lists.datacenter_ips.contains(ip):
             return Verdict(DropReason.DC_IP, detail="address in datacenter ranges", evidence="ip_list")
-        if client.asn is not None and client.asn in self.lists.hosting_asns:
-            return Verdict(DropReason.DC_IP, detail=f"hosting network AS{client.asn}", evidence="hosting_asn")
+        if asn is not None and asn in lists.hosting_asns:
+            return Verdict(DropReason.DC_IP, detail=f"hosting network AS{asn}", evidence="hosting_asn")
         return None
 
 
@@ -55,6 +67,7 @@ class ThreatShield:
     reason = DropReason.THREAT_IP
     ip_based = True
     client_only = True
+    evidence = ("proxy_header", "ip_list")
 
     def __init__(self, lists: LiveLists) -> None:
         self.lists = lists

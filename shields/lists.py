@@ -19,10 +19,12 @@ import json
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from shields.hosts import SpamReferrerList, normalise_host
-from shields.intervals import IntervalSet, parse_network
+from typing import Protocol
 
-__all__ = ["DATACENTER_IPS", "LIST_KINDS", "REFERRER_SPAM", "THREAT_IPS", "LiveLists", "build_matcher",
+from shields.hosts import SpamReferrerList, normalise_host
+from shields.intervals import IntervalSet, IPAddress, parse_network
+
+__all__ = ["DATACENTER_IPS", "LIST_KINDS", "REFERRER_SPAM", "THREAT_IPS", "AsnLookup", "LiveLists", "build_matcher",
            "parse_entries"]
 
 REFERRER_SPAM = "referrer_spam"
@@ -31,14 +33,22 @@ THREAT_IPS = "threat_ips"
 LIST_KINDS: tuple[str, ...] = (REFERRER_SPAM, DATACENTER_IPS, THREAT_IPS)
 
 
+class AsnLookup(Protocol):
+    """An address → AS number table (geo.AsnTable)."""
+
+    def lookup(self, ip: IPAddress) -> int | None: ...
+
+
 class LiveLists:
     """The matchers the shields read on every event. Replaced attribute by attribute on reload.
 
     Assigning an attribute is atomic for readers in the same process, so a shield sees either
-    the old list or the new one. Empty lists match nothing.
+    the old list or the new one. Empty lists match nothing. `asn_table` (None when no ASN table
+    is installed) with `hosting_asns` and `vpn_asns` (shields/hosting.py) let the dc_ip shield
+    judge a network by its AS number.
     """
 
-    __slots__ = ("referrer_spam", "datacenter_ips", "threat_ips", "hosting_asns")
+    __slots__ = ("referrer_spam", "datacenter_ips", "threat_ips", "hosting_asns", "vpn_asns", "asn_table")
 
     def __init__(
         self,
@@ -46,11 +56,15 @@ class LiveLists:
         datacenter_ips: IntervalSet | None = None,
         threat_ips: IntervalSet | None = None,
         hosting_asns: frozenset[int] | None = None,
+        vpn_asns: frozenset[int] | None = None,
+        asn_table: AsnLookup | None = None,
     ) -> None:
         self.referrer_spam = referrer_spam if referrer_spam is not None else SpamReferrerList(())
         self.datacenter_ips = datacenter_ips if datacenter_ips is not None else IntervalSet()
         self.threat_ips = threat_ips if threat_ips is not None else IntervalSet()
         self.hosting_asns = hosting_asns if hosting_asns is not None else frozenset()
+        self.vpn_asns = vpn_asns if vpn_asns is not None else frozenset()
+        self.asn_table = asn_table
 
     def replace(self, kind: str, matcher: SpamReferrerList | IntervalSet) -> None:
         """Swap in the matcher of one kind (`build_matcher`'s answer)."""

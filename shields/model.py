@@ -92,6 +92,9 @@ class BrowserHeaders:
     # when a trusted proxy forwarded it without saying.
     transport: str | None = None
     loopback: bool = False  # addressed to localhost or a loopback address (potentially trustworthy)
+    # The HTTP version the client spoke to a trusted proxy ("1.1", "2", "3"), when the proxy says
+    # (X-Forwarded-Http-Version); None otherwise.
+    http_version: str | None = None
 
 
 class ClientContext:
@@ -173,7 +176,8 @@ class CompiledRules:
 class SiteShields:
     """A site owner's rules as written (for messages and the console) and compiled (for the
     shields; see shields/rules.py). `disabled` lists the steps (by drop reason value) that do
-    not run for this site; `report_only` those whose objections are counted as would-drop."""
+    not run for this site; `report_only` those whose objections are counted as would-drop;
+    `ignored` single evidence labels of a step that the site lets through (`dc_ip:vpn_asn`)."""
 
     ip_blocklist: tuple[str, ...] = ()
     ip_allowlist: tuple[str, ...] = ()
@@ -182,6 +186,7 @@ class SiteShields:
     hostname_allowlist: tuple[str, ...] = ()
     disabled: frozenset[str] = frozenset()
     report_only: frozenset[str] = frozenset()
+    ignored: frozenset[tuple[str, str]] = frozenset()  # (reason, evidence) the site does not act on
     compiled: CompiledRules = field(default_factory=CompiledRules)
 
 

@@ -11,6 +11,7 @@ page_blocklist = ["/admin/*", "/preview/*/draft"]
 hostname_allowlist = ["example.com", "*.example.com"]
 disabled = ["dc_ip"]                   # global shields switched off for this site
 report_only = ["bot"]                  # shields that only count would-drops for this site
+ignore = ["dc_ip:vpn_asn"]             # one signal of a shield let through (here: VPN visitors)
 ```
 
 Every rule list is compiled once, at config load, into one structure whatever its length: IP
@@ -51,7 +52,7 @@ MAX_RULES = 10_000  # per list: bounds memory and compile time, far above any re
 MAX_PATTERN_CHARS = 250
 
 _LIST_KEYS = ("ip_blocklist", "ip_allowlist", "country_blocklist", "page_blocklist", "hostname_allowlist")
-_KEYS = frozenset(_LIST_KEYS) | {"disabled", "report_only"}
+_KEYS = frozenset(_LIST_KEYS) | {"disabled", "report_only", "ignore"}
 _ALLOWLISTS = frozenset({"ip_allowlist", "hostname_allowlist"})
 
 
@@ -197,11 +198,32 @@ def _names(table: Mapping[str, Any], name: str, source: str, switchable: Collect
     return frozenset(raw)
 
 
-def parse_site_shields(table: Mapping[str, Any], source: str, *, switchable: Collection[str]) -> SiteShields:
+def _ignored(table: Mapping[str, Any], source: str, evidence: Mapping[str, Collection[str]]) -> frozenset[tuple[str, str]]:
+    raw = table.get("ignore", [])
+    key = "shields.ignore"
+    if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
+        raise RuleError(source, key, "must be a list of '<shield>:<evidence>' strings, e.g. \"dc_ip:vpn_asn\"")
+    out = set()
+    for i, item in enumerate(raw):
+        reason, _, label = item.partition(":")
+        known = evidence.get(reason)
+        if not known:
+            raise RuleError(source, f"{key}[{i}]", f"{item!r}: {reason!r} is not a shield that names evidence "
+                            f"(one of {', '.join(r for r, labels in evidence.items() if labels)})")
+        if label not in known:
+            raise RuleError(source, f"{key}[{i}]", f"{item!r}: {reason} names no evidence {label!r} "
+                            f"(expected one of {', '.join(known)})")
+        out.add((reason, label))
+    return frozenset(out)
+
+
+def parse_site_shields(table: Mapping[str, Any], source: str, *, switchable: Collection[str],
+                       evidence: Mapping[str, Collection[str]] | None = None) -> SiteShields:
     """Validate a site file's `[shields]` table and compile it.
 
     `switchable` names what `disabled` and `report_only` accept: the drop reasons of the steps
-    that run for a known site, in their order (the gateway's `gateway.ingest.steps.SWITCHABLE`).
+    that run for a known site, in their order (the gateway's `gateway.ingest.steps.SWITCHABLE`);
+    `evidence` the labels each may name, which `ignore = ["<reason>:<label>"]` accepts.
     Raises `RuleError(source, key, reason)`; the message names the file, the key with its index
     and what is wrong, e.g. `shop.toml: shields.ip_blocklist[3]: '10.0.0.0/33' is not a network`.
     """
@@ -218,6 +240,7 @@ def parse_site_shields(table: Mapping[str, Any], source: str, *, switchable: Col
     hostnames = _host_rules(lists["hostname_allowlist"], source)
     disabled = _names(table, "disabled", source, switchable)
     report_only = _names(table, "report_only", source, switchable)
+    ignored = _ignored(table, source, evidence or {})
     both = disabled & report_only
     if both:
         raise RuleError(source, "shields.report_only", f"{sorted(both)[0]!r} is also disabled; choose one")
@@ -239,6 +262,7 @@ def parse_site_shields(table: Mapping[str, Any], source: str, *, switchable: Col
         hostname_allowlist=tuple(r.value for r in lists["hostname_allowlist"]),
         disabled=disabled,
         report_only=report_only,
+        ignored=ignored,
         compiled=compiled,
     )
 

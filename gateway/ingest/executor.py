@@ -58,6 +58,7 @@ class _Entry(NamedTuple):
     report: bool  # the site lists this step under report_only
     client_only: bool
     ip_based: bool
+    ignored: frozenset[str]  # evidence labels of this step the site lets through
 
 
 class _Plan(NamedTuple):
@@ -67,8 +68,9 @@ class _Plan(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class StepReport:
-    """One step's decision in a trace: drop, would_drop, pass, disabled, exempt, or
-    not_applicable (the step cannot object here: no such rules, no site)."""
+    """One step's decision in a trace: drop, would_drop, pass, disabled, exempt, ignored (the
+    site lets this evidence through), or not_applicable (the step cannot object here: no such
+    rules, no site)."""
 
     reason: str
     outcome: str
@@ -135,8 +137,10 @@ class Executor:
         for step in self.steps:
             mode = self._mode(step, site)
             if mode in ("run", "report"):
+                reason = step.reason.value
+                ignored = frozenset(label for r, label in site.shields.ignored if r == reason)
                 entries.append(_Entry(step, step.check, mode == "report", bool(getattr(step, "client_only", False)),
-                                      bool(getattr(step, "ip_based", False))))
+                                      bool(getattr(step, "ip_based", False)), ignored))
         return _Plan(tuple(entries), bool(site.shields.compiled.ip_allow))
 
     def site_of(self, domain: str) -> SiteConfig:
@@ -209,6 +213,9 @@ class Executor:
             verdict = getattr(step, "peek", step.check)(event, client, site)
             if verdict is None:
                 reports.append(StepReport(reason, "pass"))
+            elif (reason, verdict.evidence) in site.shields.ignored:
+                reports.append(StepReport(reason, "ignored", f"{verdict.detail}: the site lets {verdict.evidence} "
+                                                             "through", verdict.evidence))
             elif mode == "report" or verdict.report_only:
                 reports.append(StepReport(reason, "would_drop", verdict.detail, verdict.evidence))
             else:
@@ -226,7 +233,7 @@ def _decide(plan: _Plan, event: ParsedEvent, client: Client, site: SiteConfig,
     """The first enforced objection (None: keep the event) and the report-only ones before it."""
     would: list[Verdict] | None = None
     allowlisted: bool | None = None if plan.has_allowlist else False  # looked up once, if needed
-    for step, check, report, client_only, ip_based in plan.entries:
+    for step, check, report, client_only, ip_based, ignored in plan.entries:
         if ip_based:
             if allowlisted is None:
                 allowlisted = site.ip_allowlisted(client)
@@ -238,7 +245,7 @@ def _decide(plan: _Plan, event: ParsedEvent, client: Client, site: SiteConfig,
                 verdict = memo[step] = check(event, client, site)
         else:
             verdict = check(event, client, site)
-        if verdict is None:
+        if verdict is None or verdict.evidence in ignored:
             continue
         if report or verdict.report_only:
             if would is None:

@@ -22,7 +22,7 @@ from typing import Any
 
 from gateway.config import Table, read_toml
 from gateway.errors import ConfigError
-from gateway.ingest.steps import SWITCHABLE, UNKNOWN
+from gateway.ingest.steps import EVIDENCE, SWITCHABLE, UNKNOWN
 from shields.errors import RuleError
 from shields.hosts import strip_www
 from shields.model import RateLimit, SiteConfig
@@ -68,7 +68,7 @@ def parse_site(raw: Mapping[str, Any], src: str) -> SiteConfig:
 
     shields_raw = t.typed("shields", dict, "a table", {})
     try:
-        site_shields = parse_site_shields(shields_raw, src, switchable=SWITCHABLE)
+        site_shields = parse_site_shields(shields_raw, src, switchable=SWITCHABLE, evidence=EVIDENCE)
     except RuleError as exc:
         raise ConfigError(src, exc.key, exc.reason) from None
     t.done()

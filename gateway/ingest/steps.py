@@ -32,7 +32,7 @@ from shields.model import DropReason, Event, SiteConfig, Verdict
 from shields.referrers import SpamReferrerShield
 from shields.rules import SiteCountryShield, SiteHostnameShield, SiteIPShield, SitePageShield
 
-__all__ = ["STEPS", "SWITCHABLE", "UNKNOWN", "RateLimited", "Step", "StepParts", "Throttled", "UnknownSite",
+__all__ = ["EVIDENCE", "STEPS", "SWITCHABLE", "UNKNOWN", "RateLimited", "Step", "StepParts", "Throttled", "UnknownSite",
            "Velocity", "build_steps"]
 
 
@@ -149,6 +149,8 @@ STEPS: tuple[type[Step], ...] = (
 
 #: What a site's `disabled` and `report_only` accept, in precedence order.
 SWITCHABLE: tuple[str, ...] = tuple(s.reason.value for s in STEPS if getattr(s, "switchable", True))
+#: The evidence labels each step can name (a site's `ignore` takes "<reason>:<label>").
+EVIDENCE: dict[str, tuple[str, ...]] = {s.reason.value: tuple(getattr(s, "evidence", ())) for s in STEPS}
 
 
 @dataclass(frozen=True, slots=True)
