@@ -16,16 +16,18 @@ from typing import Final
 from shields.claims import BLINK, GECKO, WEBKIT, BrowserClaim
 from shields.model import BrowserHeaders, ClientContext, DropReason, Event, SiteConfig, Verdict
 
-__all__ = ["CLIENT_HINTS_SINCE", "SEC_FETCH_SINCE", "SIGNALS", "SpoofedAgentShield", "hints_platform"]
+__all__ = ["BROTLI_SINCE", "CLIENT_HINTS_SINCE", "HTTP2_SINCE", "SEC_FETCH_SINCE", "SIGNALS", "SpoofedAgentShield", "hints_platform"]
 
 # Since when each engine sends what (first versions, from MDN's compatibility data and the
 # browsers' release notes; docs/shields.md gives the links).
 SEC_FETCH_SINCE: Final = {BLINK: 76, GECKO: 90, WEBKIT: 1604}
 CLIENT_HINTS_SINCE: Final = 93  # all three low-entropy hints by default (platform since 93); Blink only
+BROTLI_SINCE: Final = {BLINK: 50, GECKO: 44, WEBKIT: 1100}  # "br" in Accept-Encoding over https
+HTTP2_SINCE: Final = {BLINK: 51, GECKO: 36, WEBKIT: 900}  # HTTP/2 over TLS (ALPN) whenever the server offers it
 
 #: Every evidence label this shield gives, in the order it checks them.
-SIGNALS: Final = ("no_accept_language", "no_accept_encoding", "https_page_over_http", "no_origin", "no_sec_fetch",
-                  "bad_sec_fetch", "client_hints_from_other_engine", "no_client_hints", "client_hints_mismatch")
+SIGNALS: Final = ("no_accept_language", "no_accept_encoding", "https_page_over_http", "no_origin", "no_brotli",
+                  "no_http2", "no_sec_fetch", "bad_sec_fetch", "client_hints_from_other_engine", "no_client_hints", "client_hints_mismatch")
 
 # sec-ch-ua-platform values, as Chromium writes them (quoted), for the platform a UA names.
 _HINT_PLATFORMS: Final = {"Windows": '"Windows"', "macOS": '"macOS"', "Linux": '"Linux"', "Android": '"Android"',
@@ -38,6 +40,10 @@ _FETCH_MODES: Final = frozenset({"cors", "no-cors", "same-origin"})
 def hints_platform(claim: BrowserClaim) -> str:
     """The sec-ch-ua-platform value a Blink browser sends for the platform its UA names."""
     return _HINT_PLATFORMS.get(claim.platform, "")
+
+
+def _offers_brotli(accept_encoding: str) -> bool:
+    return any(part.split(";", 1)[0].strip().lower() == "br" for part in accept_encoding.split(","))
 
 
 def _brand_versions(sec_ch_ua: str) -> list[int]:
@@ -53,6 +59,7 @@ class SpoofedAgentShield:
     """
 
     reason = DropReason.SPOOFED_AGENT
+    evidence = SIGNALS
 
     def check(self, event: Event, client: ClientContext, site: SiteConfig) -> Verdict | None:
         headers = client.headers
@@ -80,6 +87,12 @@ class SpoofedAgentShield:
         modern = claim.version >= SEC_FETCH_SINCE[claim.engine]
         if modern and not h.origin:  # on a POST, always (Fetch: "append a request Origin header")
             return "no_origin"
+        if secure and claim.version >= BROTLI_SINCE[claim.engine] and not _offers_brotli(h.accept_encoding):
+            return "no_brotli"
+        # Only a proxy that offers HTTP/2 says which version the client spoke (docs/shields.md).
+        if (h.http_version in ("1.0", "1.1") and h.transport == "https"
+                and claim.version >= HTTP2_SINCE[claim.engine]):
+            return "no_http2"
         if secure and modern:
             if not (h.sec_fetch_site and h.sec_fetch_mode and h.sec_fetch_dest):
                 return "no_sec_fetch"
@@ -111,6 +124,8 @@ _DETAILS: Final = {
     "no_accept_encoding": "no gzip in Accept-Encoding, which every browser sends",
     "https_page_over_http": "an https page's event over plain http, which browsers block as mixed content",
     "no_origin": "a POST without Origin from a browser that always sends it",
+    "no_brotli": "no br in Accept-Encoding on a secure request from a browser that always offers it",
+    "no_http2": "HTTP/1.1 to a proxy offering HTTP/2, which this browser always speaks over TLS",
     "no_sec_fetch": "no Sec-Fetch-Site/Mode/Dest on a secure request from a browser that sends them",
     "bad_sec_fetch": "Sec-Fetch values no script's fetch or beacon has",
     "client_hints_from_other_engine": "Chromium's client hints with a non-Chromium User-Agent",

@@ -42,6 +42,17 @@ def _brands(ua: str, major: int) -> str:
     return ", ".join(b for b in (f'"Chromium";v="{major}"', own, '"Not_A Brand";v="24"') if b)
 
 
+# Content codings each engine offers over https, newest first: (since version, Accept-Encoding).
+# Brotli: Chrome 50, Firefox 44, Safari 11; zstd: Chrome 123, Firefox 126 (MDN compatibility data).
+_ENCODINGS = {BLINK: ((123, "gzip, deflate, br, zstd"), (50, "gzip, deflate, br"), (0, "gzip, deflate, sdch")),
+              GECKO: ((126, "gzip, deflate, br, zstd"), (44, "gzip, deflate, br"), (0, "gzip, deflate")),
+              WEBKIT: ((1100, "gzip, deflate, br"), (0, "gzip, deflate"))}
+
+
+def _encodings(engine: str, version: int) -> str:
+    return next(value for since, value in _ENCODINGS[engine] if version >= since)
+
+
 def browser_headers(ua: str, page: str = "https://site.test/", *, secure: bool = True, beacon: bool = False,
                     cross_site: bool = True) -> dict[str, str]:
     """What the browser `ua` claims to be sends with a tracker's POST from `page`.
@@ -60,8 +71,7 @@ def browser_headers(ua: str, page: str = "https://site.test/", *, secure: bool =
         "user-agent": ua,
         "accept": "*/*",
         "accept-language": _LANGUAGE[claim.engine],
-        "accept-encoding": ("gzip, deflate, br" if claim.engine == WEBKIT else "gzip, deflate, br, zstd")
-        if secure else "gzip, deflate",
+        "accept-encoding": _encodings(claim.engine, claim.version) if secure else "gzip, deflate",
         "content-type": "text/plain;charset=UTF-8",
         "origin": origin,
     }

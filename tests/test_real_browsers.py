@@ -13,14 +13,10 @@ Everything runs on loopback; nothing is downloaded but the npm tracker, from the
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import ssl
 import subprocess
-import sys
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,8 +26,8 @@ import pytest
 
 from browser_headers import browser_headers
 from gatewayproc import ROOT, Gateway, metric_value, write_config
-from tls_front import (CHROMIUM_ARGS, TLSFront, chromium_path, chromium_user_agent, firefox, firefox_version,
-                       missing_programs, tls_front)
+from tls_front import (CHROMIUM_ARGS, LIBRARIES, TLSFront, chromium_path, chromium_user_agent, firefox,
+                       firefox_version, missing_programs, send_with, tls_front)
 
 SITE = "site.test"
 PLAUSIBLE_JS = ROOT / "tracker_js" / "node_modules" / "@plausible-analytics" / "tracker" / "plausible.js"
@@ -177,66 +173,19 @@ def test_headless_chromium_claiming_another_version_or_platform_is_dropped(front
 # --- HTTP libraries with browser User-Agents ---------------------------------------------------------------
 
 
-def _send_python(lib: str, url: str, body: bytes, headers: dict[str, str], ca: Path) -> str:
-    if lib == "requests":
-        import requests
-
-        return requests.post(url, data=body, headers=headers, verify=str(ca), timeout=10).text
-    if lib == "httpx":
-        import httpx
-
-        return httpx.post(url, content=body, headers=headers, verify=ssl.create_default_context(cafile=str(ca)),
-                          timeout=10).text
-    if lib == "urllib":
-        req = urllib.request.Request(url, data=body, headers=headers, method="POST")
-        with urllib.request.urlopen(req, context=ssl.create_default_context(cafile=str(ca)), timeout=10) as r:
-            return str(r.read().decode())
-    if lib == "aiohttp":
-        import aiohttp
-
-        async def go() -> str:
-            async with aiohttp.ClientSession() as session:
-                async with session.post(url, data=body, headers=headers,
-                                        ssl=ssl.create_default_context(cafile=str(ca))) as r:
-                    return await r.text()
-
-        return asyncio.run(go())
-    raise AssertionError(lib)
-
-
-def _send_tool(tool: str, url: str, body: bytes, headers: dict[str, str], ca: Path) -> str:
-    if tool == "curl":
-        cmd = ["curl", "-s", "--cacert", str(ca), "-X", "POST", "--data-binary", body.decode(), url]
-        for k, v in headers.items():
-            cmd[1:1] = ["-H", f"{k}: {v}"]
-    elif tool == "wget":
-        cmd = ["wget", "-q", "-O", "-", f"--ca-certificate={ca}", f"--post-data={body.decode()}", url]
-        cmd[1:1] = [f"--header={k}: {v}" for k, v in headers.items() if k != "User-Agent"]
-        cmd[1:1] = [f"--user-agent={headers['User-Agent']}"]
-    elif tool == "node":
-        script = ("fetch(process.argv[1], {method: 'POST', headers: JSON.parse(process.argv[2]), body: process.argv[3]})"
-                  ".then(r => r.text()).then(t => process.stdout.write(t))")
-        cmd = ["node", "-e", script, url, json.dumps(headers), body.decode()]
-    else:
-        raise AssertionError(tool)
-    env = {**os.environ, "NODE_EXTRA_CA_CERTS": str(ca)}
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=20, env=env, check=True).stdout
-
-
 def test_http_libraries_with_browser_user_agents_are_dropped(front: tuple[Gateway, TLSFront]) -> None:
     gw, tls = front
     url = f"https://127.0.0.1:{tls.port}/api/event"
     before = dropped(gw)
     answers: Counter[str] = Counter()
     sent = 0
-    for lib in ("requests", "httpx", "urllib", "aiohttp", "curl", "wget", "node"):
+    for lib in LIBRARIES:
         for name, ua in UAS.items():
             for dressed in (False, True):
                 path = f"/lib/{lib}/{name}/{'dressed' if dressed else 'bare'}"
                 body = json.dumps({"n": "pageview", "u": f"https://{SITE}{path}", "d": SITE}).encode()
                 headers = {"User-Agent": ua, "Content-Type": "text/plain", **(DRESSING if dressed else {})}
-                send = _send_python if lib in ("requests", "httpx", "urllib", "aiohttp") else _send_tool
-                answers[send(lib, url, body, headers, tls.ca_pem)] += 1
+                answers[send_with(lib, url, body, headers, tls.ca_pem)] += 1
                 sent += 1
     assert sent == 56
     rate = (dropped(gw) - before) / sent
@@ -244,17 +193,19 @@ def test_http_libraries_with_browser_user_agents_are_dropped(front: tuple[Gatewa
     assert answers == Counter({'{"accepted":0,"dropped":1}': sent}), answers
     time.sleep(0.3)
     assert gw.rows("pathname LIKE '/lib/%'") == []
-    for evidence in ("no_sec_fetch", "no_accept_language"):
+    for evidence in ("no_accept_language", "no_http2"):
         assert dropped(gw, evidence) > 0, evidence
 
 
 def test_a_library_sending_what_a_browser_sends_is_not_told_apart(front: tuple[Gateway, TLSFront]) -> None:
-    """The evasion that remains (docs/shields.md): a client that copies a real browser's whole
-    header set, consistent with its User-Agent, passes this step; the others still apply."""
+    """The evasion that remains (docs/shields.md): a client that speaks HTTP/2 and copies a real
+    browser's whole header set, consistent with its User-Agent, passes this step; the others still
+    apply. The same copy over HTTP/1.1 is dropped."""
     gw, tls = front
     url = f"https://127.0.0.1:{tls.port}/api/event"
     ua = UAS["chrome"]
     headers = {k.title(): v for k, v in browser_headers(ua, f"https://{SITE}/").items()}
     body = json.dumps({"n": "pageview", "u": f"https://{SITE}/lib/copied", "d": SITE}).encode()
-    assert _send_python("httpx", url, body, headers, tls.ca_pem) == '{"accepted":1}'
-    assert sys.version_info >= (3, 11)
+    assert send_with("httpx", url, body, headers, tls.ca_pem) == '{"accepted":0,"dropped":1}'
+    assert dropped(gw, "no_http2") >= 1
+    assert send_with("curl", url, body, headers, tls.ca_pem) == '{"accepted":1}'

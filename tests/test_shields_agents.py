@@ -170,6 +170,48 @@ def test_client_hints_from_a_non_chromium_user_agent_are_a_chromium_in_disguise(
     assert signal(ua, disguised) == "client_hints_from_other_engine"
 
 
+@pytest.mark.parametrize("ua", BROWSERS)
+def test_a_library_default_encoding_is_no_browser_since_brotli(ua: str) -> None:
+    """Chrome 50+, Firefox 44+ and Safari 11+ offer br on every https request; libraries by default
+    do not (requests, httpx, aiohttp, urllib, wget: "gzip, deflate" or nothing)."""
+    headers = browser_headers(ua, HTTPS_PAGE)
+    assert "br" in headers["accept-encoding"]
+    assert signal(ua, {**headers, "accept-encoding": "gzip, deflate"}) == "no_brotli"
+    assert signal(ua, {**headers, "accept-encoding": "gzip;q=1.0, br;q=0.5"}) is None
+
+
+def test_brotli_is_not_asked_of_browsers_before_it_or_over_http() -> None:
+    for ua in (CHROME.replace("Chrome/131", "Chrome/49"), FIREFOX.replace("rv:128.0", "rv:43.0").replace("Firefox/128", "Firefox/43"),
+               IPHONE.replace("17_4", "10_3").replace("Version/17.4", "Version/10.0")):
+        headers = browser_headers(ua, HTTPS_PAGE)
+        assert "br" not in headers["accept-encoding"], ua
+        assert signal(ua, headers) is None, ua
+    plain = browser_headers(CHROME, "http://site.test/", secure=False)
+    assert signal(CHROME, {**plain, "host": "collector.test"}, proxy=False, page="http://site.test/") is None
+
+
+@pytest.mark.parametrize("ua", BROWSERS)
+def test_http_1_1_through_a_proxy_offering_http_2_is_a_library(ua: str) -> None:
+    """Browsers speak HTTP/2 over TLS whenever the server offers it; requests, urllib, aiohttp,
+    node's fetch and wget speak HTTP/1.1. Only a trusted proxy's X-Forwarded-Http-Version says."""
+    headers = browser_headers(ua, HTTPS_PAGE)
+    assert signal(ua, {**headers, "x-forwarded-http-version": "HTTP/1.1"}) == "no_http2"
+    assert signal(ua, {**headers, "x-forwarded-http-version": "HTTP/1.0"}) == "no_http2"
+    for spoken in ("HTTP/2.0", "HTTP/3.0", "2", "", "SPDY/3"):
+        assert signal(ua, {**headers, "x-forwarded-http-version": spoken}) is None, spoken
+    assert signal(ua, headers) is None  # a proxy that does not say
+
+
+def test_http_version_counts_only_from_a_trusted_proxy_over_tls() -> None:
+    headers = {**browser_headers(CHROME, HTTPS_PAGE), "x-forwarded-http-version": "HTTP/1.1"}
+    assert signal(CHROME, {**headers, "host": "127.0.0.1"}, proxy=False, tls=True) is None  # a client's own word
+    old = CHROME.replace("Chrome/131", "Chrome/49")
+    assert signal(old, {**browser_headers(old, HTTPS_PAGE), "x-forwarded-http-version": "HTTP/1.1"}) is None
+    plain = {**browser_headers(CHROME, "http://site.test/", secure=False), "x-forwarded-proto": "http",
+             "x-forwarded-http-version": "HTTP/1.1"}
+    assert signal(CHROME, plain, page="http://site.test/") is None  # no TLS, no ALPN
+
+
 def test_without_request_headers_nothing_is_judged() -> None:
     event, client = request(CHROME, {})
     client.headers = None  # a client not seen in an HTTP request
@@ -181,7 +223,9 @@ def test_every_signal_is_reachable_and_the_set_is_bounded() -> None:
     good = browser_headers(CHROME, HTTPS_PAGE)
     cases = [({}, {}), ({"accept-language": "en"}, {}), (browser_headers(CHROME, HTTPS_PAGE, secure=False),
                                                         {"proxy": False, "page": HTTPS_PAGE}),
-             (without(good, "origin"), {}), (without(good, "sec-fetch-mode"), {}),
+             (without(good, "origin"), {}), ({**good, "accept-encoding": "gzip, deflate"}, {}),
+             ({**good, "x-forwarded-http-version": "HTTP/1.1"}, {}),
+             (without(good, "sec-fetch-mode"), {}),
              ({**good, "sec-fetch-dest": "document"}, {}), (without(good, "sec-ch-ua"), {}),
              ({**good, "sec-ch-ua-mobile": "?1"}, {})]
     for headers, kw in cases:

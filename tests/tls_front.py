@@ -4,21 +4,24 @@ X-Forwarded-Proto, Host) and serving test pages; real browsers and HTTP librarie
 they would to a deployed site. nginx records the headers of every event request it proxies, so
 tests can compare what real browsers send with tests/browser_headers.py.
 
-Also here: the two real browsers the tests drive (Debian's Chromium through Playwright, and
+Also here: the HTTP libraries the tests send with, and the two real browsers the tests drive (Debian's Chromium through Playwright, and
 Debian's Firefox ESR headless with a profile that trusts the test CA), started the same way for
 the tests and for `make shields-eval`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -76,10 +79,11 @@ class TLSFront:
 
 def _nginx_conf(base: Path, port: int, gateway_port: int, cert: Path, key: Path, www: Path) -> str:
     fields = ",".join(f'"{h}":"$http_{h.replace("-", "_")}"' for h in LOGGED if h != "content-type")
-    fields += ',"content-type":"$content_type","uri":"$request_uri"'
+    fields += ',"content-type":"$content_type","uri":"$request_uri","x-forwarded-http-version":"$server_protocol"'
     upstream = f"http://127.0.0.1:{gateway_port}"
     proxy = (f"proxy_pass {upstream}; proxy_http_version 1.1; proxy_set_header Host $host; "
-             "proxy_set_header X-Forwarded-For $remote_addr; proxy_set_header X-Forwarded-Proto $scheme;")
+             "proxy_set_header X-Forwarded-For $remote_addr; proxy_set_header X-Forwarded-Proto $scheme; "
+             "proxy_set_header X-Forwarded-Http-Version $server_protocol;")
     temp = " ".join(f"{kind}_temp_path {base}/tmp/{kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
     return f"""
 daemon off;
@@ -224,3 +228,61 @@ def firefox(url: str, base: Path, ca_pem: Path) -> Iterator[subprocess.Popen[byt
 def firefox_version() -> str:
     out = subprocess.run(["firefox-esr", "--version"], capture_output=True, text=True).stdout
     return out.strip().rsplit(" ", 1)[-1].split("esr")[0]
+
+
+# --- HTTP libraries, each sending what it sends by default plus the given headers ---------------------
+
+LIBRARIES = ("requests", "httpx", "urllib", "aiohttp", "curl", "wget", "node")
+
+
+def _send_python(lib: str, url: str, body: bytes, headers: dict[str, str], ca: Path) -> str:
+    if lib == "requests":
+        import requests
+
+        return requests.post(url, data=body, headers=headers, verify=str(ca), timeout=10).text
+    if lib == "httpx":
+        import httpx
+
+        return httpx.post(url, content=body, headers=headers, verify=ssl.create_default_context(cafile=str(ca)),
+                          timeout=10).text
+    if lib == "urllib":
+        req = urllib.request.Request(url, data=body, headers=headers, method="POST")
+        with urllib.request.urlopen(req, context=ssl.create_default_context(cafile=str(ca)), timeout=10) as r:
+            return str(r.read().decode())
+    if lib == "aiohttp":
+        import aiohttp
+
+        async def go() -> str:
+            async with aiohttp.ClientSession() as session:
+                async with session.post(url, data=body, headers=headers,
+                                        ssl=ssl.create_default_context(cafile=str(ca))) as r:
+                    return await r.text()
+
+        return asyncio.run(go())
+    raise AssertionError(lib)
+
+
+def _send_tool(tool: str, url: str, body: bytes, headers: dict[str, str], ca: Path) -> str:
+    if tool == "curl":
+        cmd = ["curl", "-s", "--cacert", str(ca), "-X", "POST", "--data-binary", body.decode(), url]
+        for k, v in headers.items():
+            cmd[1:1] = ["-H", f"{k}: {v}"]
+    elif tool == "wget":
+        cmd = ["wget", "-q", "-O", "-", f"--ca-certificate={ca}", f"--post-data={body.decode()}", url]
+        cmd[1:1] = [f"--header={k}: {v}" for k, v in headers.items() if k != "User-Agent"]
+        cmd[1:1] = [f"--user-agent={headers['User-Agent']}"]
+    elif tool == "node":
+        script = ("fetch(process.argv[1], {method: 'POST', headers: JSON.parse(process.argv[2]), body: process.argv[3]})"
+                  ".then(r => r.text()).then(t => process.stdout.write(t))")
+        cmd = ["node", "-e", script, url, json.dumps(headers), body.decode()]
+    else:
+        raise AssertionError(tool)
+    env = {**os.environ, "NODE_EXTRA_CA_CERTS": str(ca)}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=20, env=env, check=True).stdout
+
+
+def send_with(lib: str, url: str, body: bytes, headers: dict[str, str], ca: Path) -> str:
+    """POST `body` to `url` with library `lib` (one of LIBRARIES), trusting `ca`; the answer's body."""
+    if lib in ("requests", "httpx", "urllib", "aiohttp"):
+        return _send_python(lib, url, body, headers, ca)
+    return _send_tool(lib, url, body, headers, ca)

@@ -91,7 +91,8 @@ class Client(ClientContext):
 # Every header the client is judged by, in the order of the memo's key.
 HEADERS = ("x-forwarded-for", "x-plausible-ip-type", "cf-connecting-ip", "x-real-ip", "user-agent",
            "x-forwarded-proto", "host", "sec-fetch-site", "sec-fetch-mode", "sec-fetch-dest", "sec-ch-ua",
-           "sec-ch-ua-mobile", "sec-ch-ua-platform", "origin", "accept-language", "accept-encoding")
+           "sec-ch-ua-mobile", "sec-ch-ua-platform", "origin", "accept-language", "accept-encoding",
+           "x-forwarded-http-version")
 # The same names as multidict's case-insensitive strings: Sanic's request headers are a
 # CIMultiDict, which folds a plain str key's case on every lookup but not an istr's. They are
 # equal to, and hash like, the plain names, so a plain dict of headers works as well.
@@ -121,20 +122,30 @@ def _loopback(host: str | None) -> bool:
         return False
 
 
+def _http_version(value: str | None) -> str | None:
+    """ "1.0", "1.1", "2" or "3" from what a proxy says the client spoke ("HTTP/2.0", "2", ...)."""
+    if not value:
+        return None
+    number = value.strip().upper().removeprefix("HTTP/")
+    return {"1.0": "1.0", "1.1": "1.1", "2": "2", "2.0": "2", "3": "3", "3.0": "3"}.get(number)
+
+
 def read_browser_headers(values: tuple[str | None, ...], from_proxy: bool, tls: bool) -> BrowserHeaders:
     """`BrowserHeaders` from the values of `HEADERS[5:]` (x-forwarded-proto, host, the browser
-    headers). The transport is the socket's, or what a trusted proxy said (None if it did not);
+    headers, x-forwarded-http-version). The transport and the HTTP version are what a trusted
+    proxy said (None if it did not), or for a direct request the socket's transport;
     a loopback Host counts only on a direct request, since a proxy may rewrite Host to its
     upstream's address."""
-    proto, host, site, mode, dest, ch_ua, ch_mobile, ch_platform, origin, language, encoding = values
+    proto, host, site, mode, dest, ch_ua, ch_mobile, ch_platform, origin, language, encoding, version = values
     if from_proxy:
         transport = proto.strip().lower() if proto else None
         if transport not in ("https", "http"):
             transport = None
     else:
         transport = "https" if tls else "http"
+        version = None  # the gateway's own socket speaks HTTP/1.1 whatever the client could
     return BrowserHeaders(site, mode, dest, ch_ua, ch_mobile, ch_platform, origin, language, encoding,
-                          transport, not from_proxy and _loopback(host))
+                          transport, not from_proxy and _loopback(host), _http_version(version))
 
 
 class ClientMemo:
