@@ -11,6 +11,7 @@ an evidence label, and their sources are in docs/shields.md ("Spoofed agents").
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Final
 
 from shields.claims import BLINK, GECKO, WEBKIT, BrowserClaim
@@ -42,8 +43,12 @@ def hints_platform(claim: BrowserClaim) -> str:
     return _HINT_PLATFORMS.get(claim.platform, "")
 
 
+_BROTLI = re.compile(r"(?:^|,)[ \t]*br[ \t]*(?:;|,|$)")
+
+
 def _offers_brotli(accept_encoding: str) -> bool:
-    return any(part.split(";", 1)[0].strip().lower() == "br" for part in accept_encoding.split(","))
+    """Whether `br` is one of the offered codings (coding names are case-insensitive)."""
+    return "br" in accept_encoding.lower() and _BROTLI.search(accept_encoding.lower()) is not None
 
 
 def _brand_versions(sec_ch_ua: str) -> list[int]:
@@ -68,12 +73,13 @@ class SpoofedAgentShield:
         claim = client.claim
         if not claim.engine:
             return None
-        signal = self._signal(claim, headers, event.url.startswith("https:"))
+        signal = _judge(claim, headers, event.url.startswith("https:"))
         if signal is None:
             return None
         return Verdict(DropReason.SPOOFED_AGENT, detail=_DETAILS[signal], evidence=signal)
 
-    def _signal(self, claim: BrowserClaim, h: BrowserHeaders, https_page: bool) -> str | None:
+    @staticmethod
+    def _signal(claim: BrowserClaim, h: BrowserHeaders, https_page: bool) -> str | None:
         if not h.accept_language:
             return "no_accept_language"
         if not h.accept_encoding or "gzip" not in h.accept_encoding:
@@ -118,6 +124,10 @@ class SpoofedAgentShield:
             return "client_hints_mismatch"
         return None
 
+
+# The signal depends only on the claim and the headers, and most visitors share both with
+# others (one browser version, one language): a bounded memo of the answers.
+_judge: Final = lru_cache(maxsize=4096)(SpoofedAgentShield._signal)
 
 _DETAILS: Final = {
     "no_accept_language": "no Accept-Language, which every browser sends",

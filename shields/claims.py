@@ -32,7 +32,6 @@ class BrowserClaim:
 
 UNKNOWN_CLAIM: Final = BrowserClaim("", 0, "", False)
 
-_SELF_DECLARED = re.compile(r"compatible;|bot|crawl|spider|headless|slurp|scrap", re.IGNORECASE)
 _IOS = re.compile(r"\((?:iPhone|iPad|iPod)[^)]*? OS (\d+)_(\d+)")
 _BLINK = re.compile(r"(?:Chrome|Chromium)/(\d+)\.")
 _GECKO = re.compile(r"\brv:[\d.]+\) Gecko/[\d.]+ Firefox/(\d+)\.")
@@ -54,9 +53,17 @@ def _platform(ua: str) -> str:
     return ""
 
 
+def _self_declared(ua: str) -> bool:
+    """Whether the User-Agent names itself a bot or tool (plain substring tests on the lower-cased
+    string: a case-insensitive regular expression costs twenty times as much)."""
+    low = ua.lower()
+    return ("bot" in low or "crawl" in low or "spider" in low or "headless" in low or "compatible;" in low
+            or "slurp" in low or "scrap" in low)
+
+
 def claim_of(ua: str) -> BrowserClaim:
     """The browser a User-Agent claims to be; `UNKNOWN_CLAIM` for anything else. Never raises."""
-    if not ua or len(ua) > 512 or _SELF_DECLARED.search(ua):
+    if not ua or len(ua) > 512 or _self_declared(ua):
         return UNKNOWN_CLAIM
     m = _IOS.search(ua)
     if m is not None:  # every iOS browser (CriOS, FxiOS, EdgiOS...) is WebKit, versioned as iOS
