@@ -114,7 +114,56 @@ def main(n: int = 20_000) -> dict[str, float]:
         c = f"{cold[name]:>8.1f}" if name in cold else f"{'':>8}"
         print(f"{name:<16} {us:>8.1f} {us / total:>7.0%} {c}")
     print(f"{'sum':<16} {total:>8.1f}")
+    per_step(executor, site, parsed, uas, addrs, geo, columns, salt, row, n)
     return warm
+
+
+def per_step(executor: Any, site: SiteConfig, parsed: list[Any], uas: list[str], addrs: list[str],
+             geo: GeoEnricher, columns: RowColumns, salt: bytes, row: tuple[Any, ...], n: int) -> None:
+    """What each step costs a never-seen client whose event is accepted (a browser's headers)
+    and one whose event is dropped (a library's bare request with a browser's User-Agent), in the
+    order the request path runs them; the accepted event then pays for its row."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from browser_headers import browser_headers
+
+    from gateway.ingest.clients import HEADERS, read_browser_headers
+
+    def client(i: int, dressed: bool) -> Client:
+        ua = f"{uas[i % len(uas)]} r{i}"
+        given = {"host": "site.test", **(browser_headers(uas[i % len(uas)]) if dressed else
+                                         {"accept": "*/*", "accept-encoding": "gzip, deflate"})}
+        headers = read_browser_headers(tuple(given.get(h) for h in HEADERS[5:]), True, False)
+        return Client(ip=ipaddress.ip_address(addrs[i % len(addrs)]), user_agent=ua, headers=headers)
+
+    kinds = {"accepted": [client(i, True) for i in range(n)], "dropped": [client(i, False) for i in range(n)]}
+    event = next(e for e in parsed if e.name == "pageview")
+    costs: dict[str, dict[str, float]] = {kind: {} for kind in kinds}
+    for kind, clients in kinds.items():
+        for step in executor.steps:
+            fn = step.check
+            verdicts = [fn(event, c, site) for c in clients[:200]]
+            start = time.perf_counter()
+            for c in clients:
+                fn(event, c, site)
+            costs[kind][step.reason.value] = (time.perf_counter() - start) / len(clients) * 1e6
+            if any(v is not None for v in verdicts) and kind == "dropped":
+                break
+    accepted = kinds["accepted"]
+    row_steps: dict[str, Callable[[int], Any]] = {
+        "geo lookup": lambda i: geo.locate(accepted[i].ip),
+        "UA parse": lambda i: columns.for_client(accepted[i].user_agent, None),
+        "visitor id": lambda i: visitor_id(salt, accepted[i].user_agent, accepted[i].ip, "site.test", "site.test"),
+        "spool record": lambda i: encode_record([row]),
+    }
+    for name, fn in row_steps.items():
+        costs["accepted"][f"row: {name}"] = _time(fn, n, repeat=1)
+    print(f"\nper step, a never-seen client (µs per event; {n} clients each)")
+    print(f"{'step':<24} {'accepted':>9} {'dropped':>9}")
+    for name, us in costs["accepted"].items():
+        d = costs["dropped"].get(name)
+        print(f"{name:<24} {us:>9.2f} {'' if d is None else f'{d:.2f}':>9}")
+    print(f"{'sum':<24} {sum(costs['accepted'].values()):>9.2f} {sum(costs['dropped'].values()):>9.2f}"
+          f"   (the dropped event stops at {list(costs['dropped'])[-1]})")
 
 
 if __name__ == "__main__":

@@ -58,12 +58,13 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--top", type=int, default=30)
     ap.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
+    ap.add_argument("--mix", choices=("repeat", "visitors", "flood"), default="repeat", help="bench/mix.py traffic")
     args = ap.parse_args()
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if shutil.which("wrk") is None or not Path(py_spy).exists():
         print("needs wrk (Debian) and py-spy (pip install -e '.[load]'); make profile installs both", file=sys.stderr)
         return 2
-    tmp, lua, env = setup("gw-profile-")
+    tmp, lua, env = setup("gw-profile-", args.mix)
     cfg = gateway_config(tmp / "gw", 1, gateway_extra(tmp), env)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
