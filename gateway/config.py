@@ -34,6 +34,7 @@ __all__ = [
     "GatewayConfig",
     "LimitsConfig",
     "ListSettings",
+    "RetentionConfig",
     "ServerConfig",
     "SharedConfig",
     "SinkConfig",
@@ -111,6 +112,16 @@ class SpoolConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RetentionConfig:
+    """`[retention]`: how long drop records and per-minute counts are kept, and how many drop
+    records a worker writes per site and minute (past it, drops are only counted)."""
+
+    drops_days: int = 7
+    counts_days: int = 400
+    drop_records_per_minute: int = 60
+
+
+@dataclass(frozen=True, slots=True)
 class SharedConfig:
     """`[shared]`: salts and rate limits in Redis, for many gateway nodes."""
 
@@ -153,10 +164,16 @@ class GatewayConfig:
     lists: ListSettings = field(default_factory=ListSettings)
     shared: SharedConfig | None = None
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
 
     @property
     def sqlite_path(self) -> Path:
         return self.sink.path or self.data_dir / "events.sqlite3"
+
+    @property
+    def retention_days(self) -> dict[str, int]:
+        """Days each console table (gateway.schema.TABLES) is kept."""
+        return {"drops": self.retention.drops_days, "counts": self.retention.counts_days}
 
     @property
     def state_dir(self) -> Path:
@@ -335,6 +352,15 @@ def _limits(t: Table) -> LimitsConfig:
                           max_batch_events=t.integer("max_batch_events", 100))
     t.done()
     return limits
+
+
+def _retention(t: Table) -> RetentionConfig:
+    retention = RetentionConfig(drops_days=t.integer("drops_days", 7, maximum=3660),
+                                counts_days=t.integer("counts_days", 400, maximum=36600),
+                                drop_records_per_minute=t.integer("drop_records_per_minute", 60, minimum=0,
+                                                                  maximum=100_000))
+    t.done()
+    return retention
 
 
 def _spool(t: Table) -> SpoolConfig:
@@ -524,6 +550,7 @@ def load_gateway_config(path: str | os.PathLike[str]) -> GatewayConfig:
         lists=parse_lists(lists_raw, src, base),
         shared=parse_shared(shared_raw, src),
         tracker=_tracker(t.table("tracker"), base),
+        retention=_retention(t.table("retention")),
     )
     t.done()
     return config

@@ -24,8 +24,9 @@ from gateway.enrich.geo import GeoEnricher
 from gateway.errors import ConfigError
 from gateway.ingest.body import BodyParser
 from gateway.ingest.client_ip import ClientIPResolver
-from gateway.ingest.clients import ClientMemo
-from gateway.ingest.executor import Executor
+from gateway.ingest.clients import Client, ClientMemo
+from gateway.ingest.executor import Executor, Outcome
+from gateway.ingest.records import DropRecorder, count_rows
 from gateway.ingest.row import RowBuilder
 from gateway.ingest.sites import Sites, load_sites, sites_fingerprint
 from gateway.ingest.steps import StepParts, build_steps
@@ -169,7 +170,9 @@ class Runtime(RequestPath):
                 fsync_interval=spool.fsync_interval,
                 max_disk_bytes=spool.max_disk_bytes,
                 ship_in_background=spool.shipper == "worker",
+                retention_days=config.retention_days,
             )
+        self.drop_records = DropRecorder(config.retention.drop_records_per_minute)
         self.script = load_script(config)
         self._list_refresh = config.lists.background
         self._next_list_refresh = 0.0
@@ -188,6 +191,7 @@ class Runtime(RequestPath):
         while True:
             await asyncio.sleep(1.0)
             try:
+                self.write_counts()
                 self.reload_sites_if_changed()
                 self.follow_data()
                 self.visitors.salt()  # a new day's salt bumps the generation even between requests
@@ -236,9 +240,28 @@ class Runtime(RequestPath):
              {st.kind: round(st.age_seconds, 1) for st in status if st.age_seconds is not None}),
         ]
 
+    def write_counts(self) -> None:
+        """The executor's per-minute counts since the last call, to the spool."""
+        minutes = self.executor.take_minutes()
+        if minutes:
+            try:
+                self.spool.append(count_rows(minutes), "counts")
+            except OSError as exc:
+                log.error("spool write failed, per-minute counts lost: %s", exc)
+
+    def record_drops(self, outcome: Outcome, client: Client) -> None:
+        """Drop records for a request's dropped events of declared sites (capped), to the spool."""
+        rows = self.drop_records.records(outcome.site_drops, client)
+        if rows:
+            try:
+                self.spool.append(rows, "drops")
+            except OSError as exc:  # the events' answer does not depend on it
+                log.error("spool write failed, drop records lost: %s", exc)
+
     async def close(self) -> None:
         for t in self._tasks:
             t.cancel()
+        self.write_counts()
         await self.spool.close()
         self.metrics.publish()
         self.release()

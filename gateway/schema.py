@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections import namedtuple
 from typing import Any, NamedTuple
 
-__all__ = ["COLUMNS", "COLUMN_TYPES", "INDEX", "ClientColumns", "DetailColumns", "Row", "RowHead",
-           "SourceColumns", "join"]
+__all__ = ["COLUMNS", "COLUMN_TYPES", "COUNTS", "DROPS", "INDEX", "TABLES", "ClientColumns", "DetailColumns",
+           "DropRecord", "MinuteCount", "Row", "RowHead", "SourceColumns", "TableSchema", "join"]
 
 
 class RowHead(NamedTuple):
@@ -120,3 +120,78 @@ _TYPES: dict[str, tuple[str, str]] = {
 
 #: (name, SQLite type, ClickHouse type), in `COLUMNS` order.
 COLUMN_TYPES: tuple[tuple[str, str, str], ...] = tuple((name, *_TYPES[name]) for name in COLUMNS)
+
+
+# --- the site console's tables: drop records and per-minute counts ---------------------------
+
+class DropRecord(NamedTuple):
+    """One dropped event, as the site owner sees it: never the IP or the raw User-Agent."""
+
+    drop_id: str
+    timestamp: str  # "YYYY-MM-DD HH:MM:SS", UTC
+    domain: str
+    reason: str
+    evidence: str  # the step's evidence label ("" when the step has one kind of objection)
+    detail: str  # which rule, list or pattern, with any address in it blanked out
+    name: str
+    hostname: str
+    pathname: str
+    referrer_host: str
+    country_code: str
+    browser: str
+    screen_size: str
+
+
+class MinuteCount(NamedTuple):
+    """Events of one site in one UTC minute with one outcome, as one worker counted them in one
+    flush: the console sums these rows (several per minute: each worker, each flush)."""
+
+    count_id: str
+    minute: str  # "YYYY-MM-DD HH:MM:00", UTC
+    domain: str
+    outcome: str  # "accepted", "dropped" or "would_drop"
+    reason: str  # the drop reason; "" for accepted
+    events: int
+
+
+class TableSchema(NamedTuple):
+    """A table every sink keeps besides `events`: its columns in row order with their types,
+    the unique key (re-sent rows collapse on it), the time column (retention, paging) and the
+    ClickHouse sort key."""
+
+    name: str
+    columns: tuple[tuple[str, str, str], ...]  # (name, SQLite type, ClickHouse type)
+    key: str
+    time: str
+    order_by: str
+
+
+DROPS = TableSchema("drops", (
+    ("drop_id", "TEXT NOT NULL PRIMARY KEY", "String"),
+    ("timestamp", "TEXT NOT NULL", "DateTime"),
+    ("domain", "TEXT NOT NULL", "String"),
+    ("reason", "TEXT NOT NULL", "String"),
+    ("evidence", "TEXT NOT NULL", "String"),
+    ("detail", "TEXT NOT NULL", "String"),
+    ("name", "TEXT NOT NULL", "String"),
+    ("hostname", "TEXT NOT NULL", "String"),
+    ("pathname", "TEXT NOT NULL", "String"),
+    ("referrer_host", "TEXT NOT NULL", "String"),
+    ("country_code", "TEXT NOT NULL", "FixedString(2)"),
+    ("browser", "TEXT NOT NULL", "String"),
+    ("screen_size", "TEXT NOT NULL", "String"),
+), "drop_id", "timestamp", "(domain, timestamp, drop_id)")
+
+COUNTS = TableSchema("counts", (
+    ("count_id", "TEXT NOT NULL PRIMARY KEY", "String"),
+    ("minute", "TEXT NOT NULL", "DateTime"),
+    ("domain", "TEXT NOT NULL", "String"),
+    ("outcome", "TEXT NOT NULL", "String"),
+    ("reason", "TEXT NOT NULL", "String"),
+    ("events", "INTEGER NOT NULL", "UInt32"),
+), "count_id", "minute", "(domain, minute, outcome, reason, count_id)")
+
+#: The tables besides `events`, by name: what a spool record may carry and every sink keeps.
+TABLES: dict[str, TableSchema] = {t.name: t for t in (DROPS, COUNTS)}
+assert tuple(c for c, _, _ in DROPS.columns) == DropRecord._fields
+assert tuple(c for c, _, _ in COUNTS.columns) == MinuteCount._fields

@@ -20,8 +20,10 @@ report-only) still apply to a kept verdict on every event.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from time import time
 from typing import Any, NamedTuple
 
 from gateway.ingest.body import ParsedEvent
@@ -42,6 +44,8 @@ class Outcome:
     kept: list[tuple[ParsedEvent, SiteConfig]] = field(default_factory=list)
     dropped: list[tuple[str, DropReason]] = field(default_factory=list)  # (site label, reason)
     retry_after: float = 0.0  # the longest wait a rate-limited site asked for
+    # The dropped events of declared sites with their verdicts: what drop records are made of.
+    site_drops: list[tuple[ParsedEvent, SiteConfig, Verdict]] = field(default_factory=list)
 
     @property
     def all_rate_limited(self) -> bool:
@@ -95,7 +99,7 @@ _UNSET: Any = object()
 class Executor:
     """Runs `steps` for one worker and counts into `metrics`. Not thread-safe: one event loop."""
 
-    __slots__ = ("steps", "_metrics", "_generation", "_plans", "_unknown", "_presite")
+    __slots__ = ("steps", "minutes", "_metrics", "_generation", "_plans", "_unknown", "_presite")
 
     def __init__(self, steps: Sequence[Step], metrics: Metrics, generation: Generation) -> None:
         self.steps = tuple(steps)
@@ -108,6 +112,9 @@ class Executor:
                 raise ValueError(f"{step.reason.value} needs a site but comes before unknown_site")
         self._unknown = (UNKNOWN, self._plan(UNKNOWN))
         self._plans: dict[str, tuple[SiteConfig, _Plan]] = {}
+        # Events of declared sites per (UTC minute, site, outcome, reason) since the last
+        # `take_minutes`: the console's exact per-minute counts (gateway/ingest/records.py).
+        self.minutes: Counter[tuple[int, str, str, str]] = Counter()
 
     # --- plans -------------------------------------------------------------------------------
 
@@ -155,23 +162,33 @@ class Executor:
         plans = self._plans
         unknown = self._unknown
         metrics = self._metrics
+        minutes = self.minutes
+        minute = int(time()) // 60
         memo = client.verdicts if client.generation == self._generation.value else None
         for event in events:
             site, plan = plans.get(event.domain, unknown)
             label = site.domain
+            known = site is not UNKNOWN
             verdict, would = _decide(plan, event, client, site, memo)
             for w in would:
                 metrics.would_drop[(label, w.reason.value)] += 1
                 if w.evidence:
                     metrics.would_drop_evidence[(label, w.reason.value, w.evidence)] += 1
+                if known:
+                    minutes[(minute, label, "would_drop", w.reason.value)] += 1
             if verdict is None:
                 out.kept.append((event, site))
                 metrics.accepted[label] += 1
+                if known:
+                    minutes[(minute, label, "accepted", "")] += 1
                 continue
             metrics.dropped[(label, verdict.reason.value)] += 1
             if verdict.evidence:
                 metrics.dropped_evidence[(label, verdict.reason.value, verdict.evidence)] += 1
             out.dropped.append((label, verdict.reason))
+            if known:
+                minutes[(minute, label, "dropped", verdict.reason.value)] += 1
+                out.site_drops.append((event, site, verdict))
             if isinstance(verdict, Throttled):
                 out.retry_after = max(out.retry_after, verdict.retry_after)
         return out
@@ -182,6 +199,11 @@ class Executor:
         site, plan = self._plans.get(event.domain, self._unknown)
         memo = client.verdicts if client.generation == self._generation.value else None
         return _decide(plan, event, client, site, memo)
+
+    def take_minutes(self) -> Counter[tuple[int, str, str, str]]:
+        """The per-minute counts since the last call, and start afresh."""
+        taken, self.minutes = self.minutes, Counter()
+        return taken
 
     def count_invalid(self, n: int) -> None:
         """Batch items that could not be parsed: dropped as `invalid` (under no site)."""

@@ -35,7 +35,7 @@ from typing import Any
 import orjson
 
 from gateway.config import IDENTIFIER, SinkConfig
-from gateway.schema import COLUMN_TYPES, COLUMNS
+from gateway.schema import COLUMN_TYPES, COLUMNS, TABLES, TableSchema
 
 __all__ = ["ClickHouseError", "ClickHouseSink", "column_types", "encode_rowbinary", "open_clickhouse_sink"]
 
@@ -248,6 +248,23 @@ def _create_table_sql(db: str, table: str, block_dedup: bool) -> str:
     )
 
 
+def _ch_type(cht: str) -> str:
+    return "DateTime('UTC')" if cht == "DateTime" else cht
+
+
+def _other_table_sql(db: str, t: TableSchema, block_dedup: bool) -> str:
+    """A console table (drop records, counts): a ReplacingMergeTree collapsing re-sent rows on
+    the table's key, partitioned by UTC day so retention drops whole partitions (18.16 has no
+    TTL)."""
+    cols = ",\n  ".join(f"{_q(n)} {_ch_type(cht)}" for n, _, cht in t.columns)
+    settings = "index_granularity = 8192" + (", non_replicated_deduplication_window = 1000" if block_dedup else "")
+    return (f"CREATE TABLE IF NOT EXISTS {_q(db)}.{_q(t.name)} (\n  {cols}\n)\n"
+            "ENGINE = ReplacingMergeTree()\n"
+            f"PARTITION BY toYYYYMMDD({_q(t.time)})\n"
+            f"ORDER BY {t.order_by}\n"
+            f"SETTINGS {settings}")
+
+
 def _sessions_sql(db: str, table: str, view: str) -> str:
     # Innermost: one array per (site, visitor, UTC day) of the visitor's events sorted by
     # (time, event_id); a visit starts at the first event and after every gap > 30 min, and
@@ -426,6 +443,8 @@ class ClickHouseSink:
                 raise ClickHouseError(
                     f"{db}.{table}.{name} is {have} but the gateway writes {cht}; change the column type")
         self.query(_sessions_sql(db, table, self.sessions_view))
+        for other in TABLES.values():
+            self.query(_other_table_sql(db, other, block_dedup))
         self._schema_ready = True
 
     # -- the sink surface --
@@ -442,6 +461,36 @@ class ClickHouseSink:
         body = encode_rowbinary(rows, self._types)
         with self._lock:
             self._request(self._insert_query, body)
+
+    def write_table(self, table: str, rows: Sequence[tuple[object, ...]]) -> None:
+        """Rows of one of gateway.schema.TABLES, as `write` does for events."""
+        if not rows:
+            return
+        if not self._schema_ready:
+            self.ensure_schema()
+        t = TABLES[table]
+        params = urllib.parse.urlencode({"query": (
+            f"INSERT INTO {_q(self.database)}.{_q(t.name)} ({', '.join(_q(c) for c, _, _ in t.columns)}) "
+            "FORMAT RowBinary")})
+        body = encode_rowbinary(rows, [cht for _, _, cht in t.columns])
+        with self._lock:
+            self._request(params, body)
+
+    def expire(self, table: str, before: str) -> int:
+        """Drop `table`'s daily partitions entirely older than `before` (UTC "YYYY-MM-DD ...");
+        how many partitions were dropped."""
+        t = TABLES[table]
+        day = int(before[:10].replace("-", ""))
+        parts = self.query_rows(
+            f"SELECT DISTINCT partition FROM system.parts WHERE database = '{self.database}' "
+            f"AND table = '{t.name}' AND active")
+        dropped = 0
+        for part in parts:
+            name = str(part["partition"]).strip("'")
+            if name.isdigit() and int(name) < day:
+                self.query(f"ALTER TABLE {_q(self.database)}.{_q(t.name)} DROP PARTITION {name}")
+                dropped += 1
+        return dropped
 
     def ping(self) -> bool:
         """True when the server answers and the events table exists."""

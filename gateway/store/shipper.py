@@ -66,7 +66,8 @@ def run_shipper(config_path: str) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     sink = open_sink(config)
-    shipper = SegmentShipper(config.data_dir / "spool", sink, batch_rows=config.sink.batch_size)
+    shipper = SegmentShipper(config.data_dir / "spool", sink, batch_rows=config.sink.batch_size,
+                             retention_days=config.retention_days)
     status = status_path(config.data_dir)
     status.parent.mkdir(parents=True, exist_ok=True)
     # Half a segment period, at most a second (also the latency of a stop request).

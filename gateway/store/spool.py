@@ -31,11 +31,13 @@ import time
 import zlib
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
+
+from gateway.schema import TABLES
 
 log = logging.getLogger("gateway.spool")
 
@@ -45,42 +47,65 @@ _MAX_RECORD = 64 * 1024 * 1024
 
 class Sink(Protocol):
     def write(self, rows: Sequence[tuple[Any, ...]]) -> None: ...
+    def write_table(self, table: str, rows: Sequence[tuple[Any, ...]]) -> None: ...
     def ping(self) -> bool: ...
     def close(self) -> None: ...
 
 
-def encode_record(rows: Sequence[tuple[Any, ...]]) -> bytes:
-    payload = orjson.dumps(rows)
+def encode_record(rows: Sequence[tuple[Any, ...]], table: str | None = None) -> bytes:
+    """One spool record: event rows as a JSON list of rows; rows of another table
+    (gateway.schema.TABLES: drop records, counts) as {"table": name, "rows": [...]}."""
+    if table is None:
+        payload = orjson.dumps(rows)
+    else:  # named tuples (gateway.schema.DropRecord...) are written as plain lists
+        payload = orjson.dumps({"table": table, "rows": rows}, default=tuple)
     return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
 
 
 @dataclass(slots=True)
 class ReadResult:
-    rows: list[tuple[Any, ...]]
+    rows: list[tuple[Any, ...]]  # event rows
     torn: bool  # the segment ended in an incomplete or corrupt record
+    tables: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)  # other tables' rows
+
+    @property
+    def total(self) -> int:
+        return len(self.rows) + sum(len(r) for r in self.tables.values())
 
 
 def read_segment(path: Path) -> ReadResult:
     data = path.read_bytes()
-    rows: list[tuple[Any, ...]] = []
+    result = ReadResult([], False)
     pos, n = 0, len(data)
     while pos < n:
         if pos + _HEADER.size > n:
-            return ReadResult(rows, True)
+            result.torn = True
+            return result
         length, crc = _HEADER.unpack_from(data, pos)
         start = pos + _HEADER.size
         end = start + length
         if length > _MAX_RECORD or end > n:
-            return ReadResult(rows, True)
+            result.torn = True
+            return result
         payload = data[start:end]
         if zlib.crc32(payload) != crc:
-            return ReadResult(rows, True)
+            result.torn = True
+            return result
         try:
-            rows.extend(tuple(r) for r in orjson.loads(payload))
+            record = orjson.loads(payload)
         except orjson.JSONDecodeError:
-            return ReadResult(rows, True)
+            result.torn = True
+            return result
+        if isinstance(record, dict):
+            name = record.get("table")
+            if name in TABLES:
+                result.tables.setdefault(name, []).extend(tuple(r) for r in record.get("rows", ()))
+            else:  # a record this version cannot place: reported, never a reason to stop
+                log.warning("segment %s has a record for unknown table %r: skipped", path.name, name)
+        else:
+            result.rows.extend(tuple(r) for r in record)
         pos = end
-    return ReadResult(rows, False)
+    return result
 
 
 def _seq_of(name: str) -> int:
@@ -144,10 +169,14 @@ class SegmentShipper:
     off the workers' event loops; each worker also runs one when it stops, for its last segment.
     """
 
-    def __init__(self, spool_dir: Path, sink: Sink, *, batch_rows: int = 10_000) -> None:
+    def __init__(self, spool_dir: Path, sink: Sink, *, batch_rows: int = 10_000,
+                 retention_days: dict[str, int] | None = None) -> None:
         self.dir = spool_dir
         self.sink = sink
         self.batch_rows = batch_rows
+        # Days to keep each console table (gateway.schema.TABLES); expired once an hour.
+        self.retention_days = retention_days or {}
+        self._next_expiry = 0.0
         # pid plus a random tag: unique even for two shippers in one process, or a recycled pid
         self.owner = f"{os.getpid()}{os.urandom(3).hex()}"
         self.shipped_rows = 0
@@ -180,10 +209,13 @@ class SegmentShipper:
                 if result.torn:
                     self.torn_segments += 1
                     log.warning("segment %s ends in a torn record: shipping the %d complete rows before it",
-                                seg.name, len(result.rows))
+                                seg.name, result.total)
                 try:
                     for i in range(0, len(result.rows), self.batch_rows):
                         self.sink.write(result.rows[i:i + self.batch_rows])
+                    for table, rows in result.tables.items():
+                        for i in range(0, len(rows), self.batch_rows):
+                            self.sink.write_table(table, rows[i:i + self.batch_rows])
                 except Exception as exc:
                     stem = seg.name.split(".", 1)[0]
                     os.replace(seg, self.dir / f"{stem}.ready")  # give it back, in order
@@ -196,6 +228,27 @@ class SegmentShipper:
                 self.last_error = None
         finally:
             self.backlog_segments, self.backlog_bytes, self.backlog_age = spool_usage(self.dir)
+            self._expire_if_due()
+
+    def _expire_if_due(self) -> None:
+        """Once an hour, drop the console tables' rows older than their retention. Several
+        shippers may do it at once: deleting what is already gone is harmless."""
+        now = time.time()
+        if not self.retention_days or now < self._next_expiry:
+            return
+        self._next_expiry = now + 3600
+        expire = getattr(self.sink, "expire", None)
+        if expire is None:
+            return
+        for table, days in self.retention_days.items():
+            before = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(now - days * 86400))
+            try:
+                n = expire(table, before)
+            except Exception as exc:  # the next hour tries again; shipping goes on
+                log.warning("expiring %s older than %s failed: %s", table, before, exc)
+                continue
+            if n:
+                log.info("expired %s from %s older than %s", n, table, before)
 
     def status(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "shipped_rows": self.shipped_rows, "failures": self.failures,
@@ -237,6 +290,7 @@ class Spool:
         max_disk_bytes: int = 1024 * 1024 * 1024,
         ship_batch_rows: int = 10_000,
         ship_in_background: bool = True,
+        retention_days: dict[str, int] | None = None,
     ) -> None:
         self.dir = spool_dir
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -246,7 +300,7 @@ class Spool:
         self.fsync_mode = fsync
         self.fsync_interval = fsync_interval
         self.max_disk_bytes = max_disk_bytes
-        self.shipper = SegmentShipper(spool_dir, sink, batch_rows=ship_batch_rows)
+        self.shipper = SegmentShipper(spool_dir, sink, batch_rows=ship_batch_rows, retention_days=retention_days)
         self.ship_in_background = ship_in_background
         self.owner = self.shipper.owner
         self._seq = int(time.time() * 1000) * 1000
@@ -320,9 +374,10 @@ class Spool:
     def disk_bytes(self) -> int:
         return self._disk_bytes + self._size
 
-    def append(self, rows: Sequence[tuple[Any, ...]]) -> None:
-        """Put rows on disk (in the kernel) before the caller answers 202. Raises OSError."""
-        record = encode_record(rows)
+    def append(self, rows: Sequence[tuple[Any, ...]], table: str | None = None) -> None:
+        """Put rows (event rows, or `table`'s) on disk (in the kernel) before the caller
+        answers 202. Raises OSError."""
+        record = encode_record(rows, table)
         os.write(self._fd, record)
         self._size += len(record)
         if self.fsync_mode == "always":
@@ -476,6 +531,8 @@ class MemoryBuffer:
         self.max_bytes = max_bytes
         self._rows: list[tuple[Any, ...]] = []
         self._held: list[tuple[Any, ...]] = []  # taken by the writer, not yet acknowledged
+        self._table_rows: dict[str, list[tuple[Any, ...]]] = {}
+        self._table_held: dict[str, list[tuple[Any, ...]]] = {}
         self._bytes = 0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="writer")
         self._tasks: list[asyncio.Task[None]] = []
@@ -497,7 +554,11 @@ class MemoryBuffer:
     def has_room(self) -> bool:
         return self._bytes < self.max_bytes
 
-    def append(self, rows: Sequence[tuple[Any, ...]]) -> None:
+    def append(self, rows: Sequence[tuple[Any, ...]], table: str | None = None) -> None:
+        if table is not None:
+            self._table_rows.setdefault(table, []).extend(rows)
+            self._bytes += 200 * len(rows)
+            return
         self._rows.extend(rows)
         self._bytes += 200 * len(rows)  # a row's rough size in memory; only the budget reads it
         if len(self._rows) >= self.batch_rows:
@@ -510,6 +571,12 @@ class MemoryBuffer:
         try:
             for i in range(0, len(self._held), self.batch_rows):
                 self.sink.write(self._held[i:i + self.batch_rows])
+            self._held = []
+            for table in list(self._table_held):
+                rows = self._table_held[table]
+                for i in range(0, len(rows), self.batch_rows):
+                    self.sink.write_table(table, rows[i:i + self.batch_rows])
+                del self._table_held[table]
         except Exception as exc:
             self.failures += 1
             self.last_error = f"{type(exc).__name__}: {exc}"
@@ -522,10 +589,13 @@ class MemoryBuffer:
     async def _flush(self) -> bool:
         if not self._held:
             self._held, self._rows = self._rows, []
-        if not self._held:
+        if not self._table_held:
+            self._table_held, self._table_rows = self._table_rows, {}
+        if not self._held and not self._table_held:
             return True
         ok = await asyncio.get_running_loop().run_in_executor(self._executor, self._write)
-        self._bytes = 200 * (len(self._rows) + len(self._held))
+        self._bytes = 200 * (len(self._rows) + len(self._held) + sum(map(len, self._table_rows.values()))
+                             + sum(map(len, self._table_held.values())))
         return ok
 
     async def _loop(self) -> None:

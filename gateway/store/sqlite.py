@@ -13,7 +13,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from gateway.schema import COLUMN_TYPES, COLUMNS
+from gateway.schema import COLUMN_TYPES, COLUMNS, TABLES, TableSchema
 
 _WRITE_CACHE_KIB = 32 * 1024
 _COLS_SQL = ", ".join(f'"{c}"' for c in COLUMNS)
@@ -59,6 +59,23 @@ GROUP BY domain, user_id, visit;
 """
 
 
+def _table_sql(t: TableSchema) -> str:
+    cols = ", ".join(f'"{name}" {sqlt}' for name, sqlt, _ in t.columns)
+    return (f'CREATE TABLE IF NOT EXISTS "{t.name}" ({cols});\n'
+            f'CREATE INDEX IF NOT EXISTS "{t.name}_site_time" ON "{t.name}" (domain, "{t.time}");\n')
+
+
+_TABLES_SQL = "".join(_table_sql(t) for t in TABLES.values())
+
+
+def _insert_sql(t: TableSchema) -> str:
+    names = ", ".join(f'"{c}"' for c, _, _ in t.columns)
+    return f'INSERT OR IGNORE INTO "{t.name}" ({names}) VALUES ({", ".join("?" * len(t.columns))})'
+
+
+_TABLE_INSERTS = {t.name: _insert_sql(t) for t in TABLES.values()}
+
+
 def connect(path: Path, *, timeout: float = 30.0) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(str(path), timeout=timeout, isolation_level=None, check_same_thread=False)
@@ -71,7 +88,7 @@ def connect(path: Path, *, timeout: float = 30.0) -> sqlite3.Connection:
 def ensure_schema(path: Path) -> None:
     conn = connect(path)
     try:
-        conn.executescript(_SCHEMA)
+        conn.executescript(_SCHEMA + _TABLES_SQL)
     finally:
         conn.close()
 
@@ -101,6 +118,28 @@ class SQLiteSink:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+
+    def write_table(self, table: str, rows: Sequence[tuple[object, ...]]) -> None:
+        """Rows of one of gateway.schema.TABLES (drop records, counts), idempotent on its key."""
+        if not rows:
+            return
+        insert = _TABLE_INSERTS[table]
+        with self._lock:
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(insert, rows)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def expire(self, table: str, before: str) -> int:
+        """Delete `table`'s rows older than `before` ("YYYY-MM-DD HH:MM:SS", UTC); how many."""
+        t = TABLES[table]
+        with self._lock:
+            cur = self._conn.execute(f'DELETE FROM "{t.name}" WHERE "{t.time}" < ?', (before,))
+            return cur.rowcount
 
     def ping(self) -> bool:
         """Can the file be opened and read? Its own short-lived connection, so a write stuck

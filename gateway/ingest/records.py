@@ -1,0 +1,106 @@
+"""What the site console reads besides events: drop records and per-minute counts.
+
+A *drop record* is one dropped event of a declared site, as its owner may see it: time, reason,
+evidence label, a detail with any address blanked out, the event's name, hostname and page,
+the referrer's host, and the client's country, browser and device class (from the client's
+columns: a dropped event pays for its geo lookup and User-Agent parse only when it gets a
+record). Never the IP, never the raw User-Agent. A worker writes at most
+`[retention] drop_records_per_minute` records per site and UTC minute: under a flood the
+records are a sample and the counts stay exact.
+
+The *counts* are the executor's (`Executor.minutes`): events of declared sites per UTC minute,
+site, outcome (accepted, dropped, would_drop) and reason, taken once a second and every minute
+boundary by the worker's housekeeping and written as rows that the console sums. Each row has
+its own id, so a replayed spool segment never counts twice. What a worker has counted but not
+yet written when it is killed (under a second's worth) is lost; a clean stop writes it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import Counter
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from random import getrandbits
+from time import time, time_ns
+from typing import Any
+from urllib.parse import urlsplit
+
+from gateway.ingest.body import ParsedEvent
+from gateway.ingest.clients import Client
+from gateway.schema import DropRecord, MinuteCount
+from shields.model import SiteConfig, Verdict
+
+__all__ = ["DropRecorder", "count_rows", "minute_text", "scrub"]
+
+# IPv4 and IPv6 addresses and networks in a verdict's detail (a site's own rule can be the very
+# address of the client it matched): blanked before a record is written.
+_ADDRESS = re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}(?:/\d{1,2})?\b|(?:[0-9A-Fa-f]{0,4}:){2,}[0-9A-Fa-f.:]*(?:/\d{1,3})?")
+_MAX_TEXT = 300
+
+
+def scrub(detail: str) -> str:
+    """A verdict's detail with every address in it replaced by `<address>`, cut to 300 characters."""
+    return _ADDRESS.sub("<address>", detail)[:_MAX_TEXT]
+
+
+def _referrer_host(referrer: str | None) -> str:
+    if not referrer:
+        return ""
+    try:
+        host = urlsplit(referrer).hostname or ""
+    except ValueError:
+        return ""
+    return host[:_MAX_TEXT]
+
+
+def minute_text(minute: int) -> str:
+    """A UTC minute number (Unix seconds // 60) as the counts table writes it."""
+    return datetime.fromtimestamp(minute * 60, UTC).strftime("%Y-%m-%d %H:%M:00")
+
+
+class DropRecorder:
+    """Drop records for one worker, capped per site and UTC minute."""
+
+    __slots__ = ("cap", "_minute", "_written", "skipped")
+
+    def __init__(self, per_minute: int) -> None:
+        self.cap = per_minute
+        self._minute = -1
+        self._written: dict[str, int] = {}  # records this minute, per declared site: bounded by the sites
+        self.skipped = 0  # drops past the cap, for metrics
+
+    def records(self, site_drops: Sequence[tuple[ParsedEvent, SiteConfig, Verdict]],
+                client: Client) -> list[tuple[Any, ...]]:
+        if not site_drops:
+            return []
+        now = time()
+        minute = int(now) // 60
+        if minute != self._minute:
+            self._minute = minute
+            self._written.clear()
+        out: list[tuple[Any, ...]] = []
+        timestamp = ""
+        for event, site, verdict in site_drops:
+            written = self._written.get(site.domain, 0)
+            if written >= self.cap:
+                self.skipped += 1
+                continue
+            self._written[site.domain] = written + 1
+            if not timestamp:
+                timestamp = datetime.fromtimestamp(int(now), UTC).strftime("%Y-%m-%d %H:%M:%S")
+            columns = client.columns
+            out.append(DropRecord(
+                "%012x%020x" % (time_ns() // 1_000_000, getrandbits(80)), timestamp, site.domain,
+                verdict.reason.value, verdict.evidence, scrub(verdict.detail), event.name[:_MAX_TEXT],
+                event.hostname[:_MAX_TEXT], event.pathname[:_MAX_TEXT], _referrer_host(event.referrer),
+                columns.country_code, columns.browser, columns.screen_size))
+        return out
+
+
+def count_rows(minutes: Counter[tuple[int, str, str, str]]) -> list[tuple[Any, ...]]:
+    """Rows of the counts table for what `Executor.take_minutes` returned."""
+    tag = os.urandom(6).hex()
+    return [MinuteCount(f"{tag}{i:06x}", minute_text(minute), site, outcome, reason, n)
+            for i, ((minute, site, outcome, reason), n) in enumerate(sorted(minutes.items())) if n]
