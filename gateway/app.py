@@ -13,6 +13,7 @@ from sanic import Sanic
 from sanic.exceptions import PayloadTooLarge, SanicException
 
 from gateway import handlers
+from gateway.api import console
 from gateway.config import load_gateway_config
 from gateway.runtime import Runtime
 
@@ -52,6 +53,16 @@ def create_app(config_path: str) -> Sanic[Any, Any]:
     app.add_route(handlers.script, "/js/script.js", methods=["GET", "HEAD"], name="script")
     if config.tracker.alias_path is not None:
         app.add_route(handlers.script, config.tracker.alias_path, methods=["GET", "HEAD"], name="script_alias")
+    site = "/api/v1/sites/<domain:str>"
+    app.add_route(console.me, "/api/v1/me", methods=["GET"], name="me")
+    app.add_route(console.summary, f"{site}/summary", methods=["GET"], name="summary")
+    app.add_route(console.top, f"{site}/top", methods=["GET"], name="top")
+    app.add_route(console.drops, f"{site}/drops", methods=["GET"], name="drops")
+    app.add_route(console.events, f"{site}/events", methods=["GET"], name="events")
+    app.add_route(console.shields_get, f"{site}/shields", methods=["GET"], name="shields_get")
+    app.add_route(console.shields_put, f"{site}/shields", methods=["PUT"], name="shields_put")
+    app.add_route(console.shields_history, f"{site}/shields/history", methods=["GET"], name="shields_history")
+    app.add_route(console.shields_dry_run, f"{site}/shields/dry-run", methods=["POST"], name="shields_dry_run")
     app.exception(PayloadTooLarge)(handlers.too_large)
     app.exception(SanicException)(handlers.http_error)
     return app

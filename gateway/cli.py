@@ -9,6 +9,7 @@ import logging
 import sys
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -249,6 +250,80 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _key_store(args: argparse.Namespace) -> Any:
+    from gateway.state.keys import open_key_store
+    from gateway.state.shared import open_shared
+
+    config = load_gateway_config(args.config)
+    shared = open_shared(config.shared)
+    return config, open_key_store(config.data_dir, shared.client if shared else None,
+                                  config.shared.key_prefix if config.shared else "gw:")
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    from gateway.ingest.sites import load_sites, normalise_domain
+    from gateway.state.keys import KeyCommandError, create_key
+
+    try:
+        config, store = _key_store(args)
+        sites = load_sites(config.sites_dir)
+    except ConfigError as exc:
+        print(f"edge-gateway: config error: {exc}", file=sys.stderr)
+        return 2
+    site = sites.get(normalise_domain(args.site))
+    if site is None:
+        print(f"edge-gateway: no site {args.site!r} in {config.sites_dir}", file=sys.stderr)
+        return 2
+    try:
+        record, token = create_key(store, site.domain, args.scope, args.label or "")
+    except KeyCommandError as exc:
+        print(f"edge-gateway: {exc}", file=sys.stderr)
+        return 2
+    print(f"key {record.id} for {record.site}, scope {record.scope}. The secret is shown once, on the next line:")
+    print(token)
+    return 0
+
+
+def _when(t: float | None) -> str:
+    import time
+
+    return "-" if t is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    try:
+        _, store = _key_store(args)
+    except ConfigError as exc:
+        print(f"edge-gateway: config error: {exc}", file=sys.stderr)
+        return 2
+    records = store.all()
+    if args.json:
+        print(json.dumps([{"id": r.id, "site": r.site, "scope": r.scope, "label": r.label,
+                           "created": _when(r.created), "last_used": None if r.last_used is None else _when(r.last_used),
+                           "revoked": None if r.revoked is None else _when(r.revoked)} for r in records]))
+        return 0
+    print(f"{'id':<12}  {'site':<24}  {'scope':<6}  {'created':<20}  {'last used':<20}  {'revoked':<20}  label")
+    for r in records:
+        print(f"{r.id:<12}  {r.site:<24}  {r.scope:<6}  {_when(r.created):<20}  {_when(r.last_used):<20}  "
+              f"{_when(r.revoked):<20}  {r.label}")
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    import time
+
+    try:
+        _, store = _key_store(args)
+    except ConfigError as exc:
+        print(f"edge-gateway: config error: {exc}", file=sys.stderr)
+        return 2
+    if store.revoke(args.id, time.time()):
+        print(f"key {args.id} revoked: every worker refuses it within a few seconds")
+        return 0
+    print(f"edge-gateway: no live key {args.id!r}", file=sys.stderr)
+    return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edge-gateway", description="Privacy-first analytics event gateway")
     sub = p.add_subparsers(dest="command", required=True)
@@ -298,6 +373,23 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--https", action="store_true", help="the request reached the gateway over https")
     e.add_argument("--json", action="store_true", help="print the decisions as JSON")
     e.set_defaults(func=cmd_explain)
+
+    k = sub.add_parser("keys", help="API keys of the console and server-side APIs")
+    ksub = k.add_subparsers(dest="keys_command", required=True)
+    kc = ksub.add_parser("create", help="make a key; its secret is printed once, as the last line")
+    kc.add_argument("--config", required=True)
+    kc.add_argument("--site", required=True, help="the site's domain, as in its site file")
+    kc.add_argument("--scope", required=True, choices=("read", "manage", "ingest"))
+    kc.add_argument("--label", help="a note for `keys list`: who or what holds the key")
+    kc.set_defaults(func=cmd_keys_create)
+    kl = ksub.add_parser("list", help="id, site, scope, label, created, last used, revoked")
+    kl.add_argument("--config", required=True)
+    kl.add_argument("--json", action="store_true")
+    kl.set_defaults(func=cmd_keys_list)
+    kr = ksub.add_parser("revoke", help="revoke a key by its id")
+    kr.add_argument("--config", required=True)
+    kr.add_argument("id")
+    kr.set_defaults(func=cmd_keys_revoke)
     return p
 
 

@@ -34,9 +34,11 @@ from gateway.ingest.visitor import Visitors
 from gateway.lists import ListStore
 from gateway.metrics import ListGauge, Metrics
 from gateway.state.generation import Generation
+from gateway.state.keys import KeyRing, open_key_store
 from gateway.state.limits import LocalRateLimiter, RateLimiter, VelocityTable
 from gateway.state.salts import FileSaltStore, SaltStore
 from gateway.state.shared import SharedRedis, open_shared
+from gateway.store.queries import ConsoleReader, open_reader
 from gateway.store.shipper import STALE_SECONDS, is_stale, status_path
 from gateway.store.sinks import open_sink
 from gateway.store.spool import MemoryBuffer, Spool, read_status
@@ -173,6 +175,9 @@ class Runtime(RequestPath):
                 retention_days=config.retention_days,
             )
         self.drop_records = DropRecorder(config.retention.drop_records_per_minute)
+        self.keys = KeyRing(open_key_store(config.data_dir, self.shared.client if self.shared else None,
+                                          config.shared.key_prefix if config.shared else "gw:"))
+        self.reader: ConsoleReader = open_reader(config)
         self.script = load_script(config)
         self._list_refresh = config.lists.background
         self._next_list_refresh = 0.0
@@ -264,4 +269,6 @@ class Runtime(RequestPath):
         self.write_counts()
         await self.spool.close()
         self.metrics.publish()
+        self.reader.close()
+        self.keys.store.close()
         self.release()

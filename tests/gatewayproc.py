@@ -146,6 +146,38 @@ class Gateway:
             content = json.dumps(body)
         return self.client.post("/api/event", content=content, headers=h)
 
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run `edge-gateway <args> --config <this gateway's file>` for real."""
+        cmd = [sys.executable, "-m", "gateway.cli", *args, "--config", str(self.config)]
+        return subprocess.run(cmd, cwd=self.cwd, capture_output=True, text=True, timeout=60,
+                              env={**os.environ, **self.env})
+
+    def key(self, site: str, scope: str, label: str = "") -> str:
+        """A new API key made by `edge-gateway keys create`: the secret, its output's last line."""
+        done = self.cli("keys", "create", "--site", site, "--scope", scope, *(["--label", label] if label else []))
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip().splitlines()[-1]
+
+    def api(self, method: str, path: str, key: str | None, **kw: Any) -> httpx.Response:
+        """A console API request with `Authorization: Bearer <key>` (none when key is None)."""
+        headers = dict(kw.pop("headers", None) or {})
+        if key is not None:
+            headers["authorization"] = f"Bearer {key}"
+        return self.client.request(method, path, headers=headers, **kw)
+
+    def table_rows(self, table: str) -> list[dict[str, Any]]:
+        """Every row of one of the sink's console tables (drops, counts)."""
+        if not self.sqlite_path.exists():
+            return []
+        conn = sqlite3.connect(self.sqlite_path, timeout=10)
+        conn.row_factory = sqlite3.Row
+        try:
+            return [dict(r) for r in conn.execute(f'SELECT * FROM "{table}"')]
+        except sqlite3.OperationalError:
+            return []
+        finally:
+            conn.close()
+
     def metric(self, name: str, **labels: str) -> float | None:
         """One sample of the gateway's /metrics, by name and labels."""
         return metric_value(self.client.get("/metrics").text, name, **labels)

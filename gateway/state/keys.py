@@ -35,7 +35,7 @@ import redis
 from cachetools import TTLCache
 
 __all__ = ["CACHE_SECONDS", "SCOPES", "KeyCommandError", "KeyRecord", "KeyRing", "KeyStore", "RedisKeyStore",
-           "SQLiteKeyStore", "create_key", "make_secret", "parse_token"]
+           "SQLiteKeyStore", "create_key", "make_secret", "open_key_store", "parse_token"]
 
 SCOPES = ("read", "manage", "ingest")
 # What each scope may do besides its own name.
@@ -95,7 +95,8 @@ def create_key(store: KeyStore, site: str, scope: str, label: str = "") -> tuple
     if scope not in SCOPES:
         raise KeyCommandError(f"scope {scope!r} is not one of {', '.join(SCOPES)}")
     key_id, token = make_secret()
-    record = KeyRecord(key_id, site, scope, label[:200], time.time(), _digest(token.rsplit("_", 1)[1]))
+    secret = token[len(f"egk_{key_id}_"):]
+    record = KeyRecord(key_id, site, scope, label[:200], time.time(), _digest(secret))
     store.add(record)
     return record, token
 
@@ -249,3 +250,10 @@ class KeyRing:
             self._touched[record.id] = True
         self.store.touch(record.id, self._clock())
 
+
+
+def open_key_store(data_dir: Path, client: redis.Redis | None = None, key_prefix: str = "gw:") -> KeyStore:
+    """Redis when the gateway shares state (`[shared]`), else the data dir's SQLite file."""
+    if client is not None:
+        return RedisKeyStore(client, key_prefix)
+    return SQLiteKeyStore(data_dir / "keys.sqlite")

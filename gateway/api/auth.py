@@ -1,0 +1,104 @@
+"""Who is asking: the bearer key (or the web console's cookie holding one), its scope and site.
+
+Answers, in this order: too many failed attempts from this client → 429 with `Retry-After`;
+no key, a malformed, unknown or revoked key → 401; a key of another site, or a site that does
+not exist → 404 (the same answer, so a key cannot probe which sites exist); the right site but
+not the scope → 403. Every 401 takes a token from the client's failure bucket (10 a minute,
+20 at once, shared by the workers, and by the nodes with `[shared]` Redis); its key is a keyed
+hash of the address with the day's salt, never the address.
+
+A key sent as the console's cookie is accepted for unsafe methods only from the console's own
+pages (`Sec-Fetch-Site: same-origin`, or an `Origin` naming this host): with SameSite=Strict
+that is belt and braces against cross-site requests riding the cookie.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+from urllib.parse import urlsplit
+
+from sanic import Request
+from sanic.response import HTTPResponse
+
+from gateway.api.common import json, runtime
+from gateway.ingest.sites import normalise_domain
+from gateway.runtime import Runtime
+from gateway.state.keys import KeyRecord
+from shields.model import SiteConfig
+
+__all__ = ["COOKIE", "FAILURES_BURST", "FAILURES_PER_MINUTE", "authenticate", "client_ip_key", "failure_key"]
+
+COOKIE = "egw_console"
+FAILURES_PER_MINUTE = 10
+FAILURES_BURST = 20
+_UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def _token(request: Request) -> tuple[str | None, bool]:
+    """(token, from the cookie)."""
+    header = request.headers.get("authorization")
+    if header is not None:
+        scheme, _, value = header.strip().partition(" ")
+        return (value.strip() if scheme.lower() == "bearer" else "", False)
+    cookie = request.cookies.get(COOKIE)
+    return (cookie, True) if cookie else (None, False)
+
+
+def client_ip_key(rt: Runtime, request: Request) -> str:
+    """A keyed hash of the client's address (as the trusted-proxy rule resolves it)."""
+    conn = request.conn_info
+    client = rt.clients(request.ip, request.headers, conn is not None and conn.ssl)
+    address = str(client.ip) if client.ip is not None else request.ip or ""
+    return hashlib.blake2b(address.encode(), key=rt.visitors.salt()[:64], digest_size=12).hexdigest()
+
+
+def failure_key(rt: Runtime, request: Request) -> str:
+    return "authfail:" + client_ip_key(rt, request)
+
+
+def _same_origin(request: Request) -> bool:
+    if request.headers.get("sec-fetch-site") == "same-origin":
+        return True
+    origin = request.headers.get("origin")
+    if not origin:
+        return False
+    try:
+        return bool(urlsplit(origin).netloc == request.headers.get("host", ""))
+    except ValueError:
+        return False
+
+
+async def authenticate(request: Request, domain: str | None, scope: str) -> tuple[KeyRecord, SiteConfig | None] | HTTPResponse:
+    """The key and its site for a request about `domain` (None: any site, the key's own), or the
+    answer to send instead."""
+    rt = runtime(request)
+    bucket = failure_key(rt, request)
+    ok, wait = rt.limiter.peek(bucket, FAILURES_PER_MINUTE, FAILURES_BURST)
+    if not ok:
+        return json({"error": "too many failed attempts; try again later"}, 429,
+                    {"retry-after": str(max(1, math.ceil(wait)))})
+    token, from_cookie = _token(request)
+    record = None
+    if token:
+        try:
+            record = await asyncio.get_running_loop().run_in_executor(None, rt.keys.verify, token)
+        except Exception:  # the key store cannot be read: refuse, never guess
+            return json({"error": "keys cannot be checked right now"}, 503, {"retry-after": "5"})
+    if record is None:
+        rt.limiter.allow(bucket, FAILURES_PER_MINUTE, FAILURES_BURST)
+        what = "missing" if token is None else "invalid, unknown or revoked"
+        return json({"error": f"API key {what}: send Authorization: Bearer <key>"}, 401,
+                    {"www-authenticate": 'Bearer realm="edge-gateway"'})
+    if from_cookie and request.method in _UNSAFE and not _same_origin(request):
+        return json({"error": "cross-site request refused"}, 403)
+    site = None
+    if domain is not None:
+        site = rt.sites.get(normalise_domain(domain))
+        if site is None or site.domain != record.site:
+            return json({"error": "no such site"}, 404)
+    if not record.allows(scope):
+        return json({"error": f"this key's scope ({record.scope}) does not allow this; it needs {scope}"}, 403)
+    asyncio.get_running_loop().run_in_executor(None, rt.keys.touch, record)
+    return record, site

@@ -1,0 +1,184 @@
+"""API keys: made, listed and revoked by the real CLI; checked by the real server over HTTP."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from collections.abc import Callable
+
+import pytest
+import servers
+from gatewayproc import Gateway
+from servers import RedisServer
+
+from gateway.state.keys import KeyRing, SQLiteKeyStore, create_key, parse_token
+
+SITES = {"a": 'domain = "a.test"\n', "b": 'domain = "b.test"\n'}
+redis_server = servers.redis_server
+
+
+def test_create_prints_the_secret_once_as_the_last_line_and_stores_only_its_hash(
+        start_gateway: Callable[..., Gateway]) -> None:
+    gw = start_gateway(sites=SITES)
+    token = gw.key("a.test", "read", "dashboard")
+    parsed = parse_token(token)
+    assert parsed is not None
+    key_id, secret = parsed
+    listed = gw.cli("keys", "list", "--json")
+    assert listed.returncode == 0
+    [entry] = json.loads(listed.stdout)
+    assert entry["id"] == key_id and entry["site"] == "a.test" and entry["scope"] == "read"
+    assert entry["label"] == "dashboard" and entry["last_used"] is None and entry["revoked"] is None
+    assert secret not in listed.stdout and secret not in gw.cli("keys", "list").stdout
+    for path in gw.data_dir.glob("keys.sqlite*"):  # the file and its WAL
+        assert secret.encode() not in path.read_bytes()
+    conn = sqlite3.connect(gw.data_dir / "keys.sqlite")
+    assert conn.execute("SELECT digest FROM keys WHERE id = ?", (key_id,)).fetchone() == (
+        hashlib.sha256(secret.encode()).hexdigest(),)
+    conn.close()
+
+
+def test_create_refuses_an_unknown_site_and_scope(start_gateway: Callable[..., Gateway]) -> None:
+    gw = start_gateway(sites=SITES)
+    done = gw.cli("keys", "create", "--site", "nowhere.test", "--scope", "read")
+    assert done.returncode == 2 and "no site" in done.stderr
+    done = gw.cli("keys", "create", "--site", "a.test", "--scope", "admin")
+    assert done.returncode != 0
+
+
+def test_a_key_reads_its_own_site_only_and_other_sites_look_like_missing_ones(
+        start_gateway: Callable[..., Gateway]) -> None:
+    gw = start_gateway(sites=SITES)
+    key_a = gw.key("a.test", "manage")
+    assert gw.api("GET", "/api/v1/sites/a.test/summary", key_a).status_code == 200
+    for path in ("summary", "drops", "events", "top", "shields", "shields/history"):
+        other = gw.api("GET", f"/api/v1/sites/b.test/{path}", key_a)
+        missing = gw.api("GET", f"/api/v1/sites/nowhere.test/{path}", key_a)
+        assert other.status_code == missing.status_code == 404, path
+        assert other.json() == missing.json()
+    put = gw.api("PUT", "/api/v1/sites/b.test/shields", key_a, json={"shields": {"disabled": ["bot"]}})
+    assert put.status_code == 404
+    assert "disabled" not in (gw.base / "sites" / "b.toml").read_text()
+    dry = gw.api("POST", "/api/v1/sites/b.test/shields/dry-run", key_a, json={"shields": {}})
+    assert dry.status_code == 404
+    assert gw.api("GET", "/api/v1/me", key_a).json()["site"] == "a.test"
+
+
+@pytest.mark.parametrize("header", [None, "Bearer", "Bearer nonsense", "Basic dXNlcjpwYXNz",
+                                    "Bearer egk_000000000000_" + "A" * 43])
+def test_missing_malformed_and_unknown_keys_get_401(start_gateway: Callable[..., Gateway], header: str | None) -> None:
+    gw = start_gateway(sites=SITES)
+    headers = {} if header is None else {"authorization": header}
+    r = gw.client.get("/api/v1/sites/a.test/summary", headers=headers)
+    assert r.status_code == 401 and "error" in r.json()
+
+
+def test_a_wrong_secret_for_a_real_id_is_refused(start_gateway: Callable[..., Gateway]) -> None:
+    gw = start_gateway(sites=SITES)
+    token = gw.key("a.test", "read")
+    wrong = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+    assert gw.api("GET", "/api/v1/sites/a.test/summary", wrong).status_code == 401
+    assert gw.api("GET", "/api/v1/sites/a.test/summary", token).status_code == 200
+
+
+def test_scopes_read_cannot_change_rules_and_ingest_cannot_read(start_gateway: Callable[..., Gateway]) -> None:
+    gw = start_gateway(sites=SITES)
+    read, ingest = gw.key("a.test", "read"), gw.key("a.test", "ingest")
+    put = gw.api("PUT", "/api/v1/sites/a.test/shields", read, json={"shields": {"disabled": ["bot"]}})
+    assert put.status_code == 403
+    assert "disabled" not in (gw.base / "sites" / "a.toml").read_text()
+    assert gw.api("POST", "/api/v1/sites/a.test/shields/dry-run", read, json={"shields": {}}).status_code == 200
+    assert gw.api("GET", "/api/v1/sites/a.test/drops", ingest).status_code == 403
+
+
+def test_a_revoked_key_fails_on_every_worker_within_5_seconds(start_gateway: Callable[..., Gateway]) -> None:
+    gw = start_gateway(sites=SITES, workers=2)
+    token = gw.key("a.test", "read")
+    for _ in range(20):  # both workers have it cached
+        assert gw.api("GET", "/api/v1/sites/a.test/summary", token).status_code == 200
+    key_id = parse_token(token)[0]  # type: ignore[index]
+    done = gw.cli("keys", "revoke", key_id)
+    assert done.returncode == 0
+    revoked_at = time.monotonic()
+    refused_since = None
+    i = 0
+    while time.monotonic() - revoked_at < 8:
+        i += 1
+        # new connections, so the kernel spreads them over both workers; each poll from its own
+        # address (through the trusted loopback proxy), so the failures do not add up to a 429
+        with gw.client.__class__(base_url=gw.url, timeout=5) as fresh:
+            status = fresh.get("/api/v1/sites/a.test/summary", headers={
+                "authorization": f"Bearer {token}", "x-forwarded-for": f"198.51.{i // 250}.{i % 250}"}).status_code
+        if status == 401:
+            refused_since = refused_since or time.monotonic()
+            if time.monotonic() - refused_since > 2.5:
+                break
+        else:
+            assert status == 200
+            refused_since = None
+    assert refused_since is not None and refused_since - revoked_at < 5.0
+    assert json.loads(gw.cli("keys", "list", "--json").stdout)[0]["revoked"] is not None
+    assert gw.cli("keys", "revoke", key_id).returncode == 1  # already revoked
+
+
+def test_failed_attempts_are_limited_per_client_with_429(start_gateway: Callable[..., Gateway]) -> None:
+    gw = start_gateway(sites=SITES)
+    good = gw.key("a.test", "read")
+    statuses = [gw.api("GET", "/api/v1/sites/a.test/summary", "egk_000000000000_" + "B" * 43,
+                       headers={"x-forwarded-for": "198.51.100.7"}).status_code for _ in range(30)]
+    assert statuses[:20] == [401] * 20 and set(statuses[20:]) == {429}
+    limited = gw.api("GET", "/api/v1/sites/a.test/summary", good, headers={"x-forwarded-for": "198.51.100.7"})
+    assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
+    # another client is not held up by the first one's failures
+    assert gw.api("GET", "/api/v1/sites/a.test/summary", good,
+                  headers={"x-forwarded-for": "198.51.100.8"}).status_code == 200
+    # the failure bucket is keyed by a salted hash, never the address
+    assert "198.51.100.7" not in gw.log()
+    for path in (gw.data_dir / "state").glob("*"):
+        assert b"198.51.100.7" not in path.read_bytes()
+
+
+def test_last_used_is_recorded(start_gateway: Callable[..., Gateway]) -> None:
+    gw = start_gateway(sites=SITES)
+    token = gw.key("a.test", "read")
+    assert gw.api("GET", "/api/v1/me", token).status_code == 200
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if json.loads(gw.cli("keys", "list", "--json").stdout)[0]["last_used"]:
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError("last_used was never written")
+
+
+def test_keyring_compares_in_constant_time_and_remembers_lookups_briefly(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    store = SQLiteKeyStore(tmp_path / "keys.sqlite")
+    now = [1000.0]
+    ring = KeyRing(store, clock=lambda: now[0])
+    record, token = create_key(store, "a.test", "read")
+    assert ring.verify(token) == record
+    assert ring.verify(token[:-1] + ("A" if token[-1] != "A" else "B")) is None
+    store.revoke(record.id, now[0])
+    assert ring.verify(token) is not None  # still remembered for at most CACHE_SECONDS
+    now[0] += 2.5
+    assert ring.verify(token) is None
+    conn = sqlite3.connect(tmp_path / "keys.sqlite")
+    assert [r[0] for r in conn.execute("SELECT digest FROM keys")] == [record.digest]
+
+
+def test_keys_live_in_redis_when_nodes_share_state(start_gateway: Callable[..., Gateway],
+                                                   redis_server: RedisServer) -> None:
+    extra = f'[shared]\ntype = "redis"\nurl = "{redis_server.url}"\nkey_prefix = "keystest:"\n'
+    a = start_gateway(sites=SITES, extra=extra)
+    b = start_gateway(sites=SITES, extra=extra)
+    token = a.key("a.test", "read")  # made through node a's config
+    assert b.api("GET", "/api/v1/sites/a.test/summary", token).status_code == 200
+    assert not (a.data_dir / "keys.sqlite").exists()
+    key_id = parse_token(token)[0]  # type: ignore[index]
+    assert b.cli("keys", "revoke", key_id).returncode == 0  # revoked through node b's
+    deadline = time.monotonic() + 5
+    while a.api("GET", "/api/v1/sites/a.test/summary", token).status_code == 200:
+        assert time.monotonic() < deadline, "node a still accepts a key revoked in Redis"
+        time.sleep(0.2)
