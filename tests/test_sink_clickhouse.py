@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sqlite3
 import tempfile
 import time
 from collections.abc import Iterator
@@ -363,3 +364,87 @@ def test_config_builds_the_sink_and_names_the_bad_key(monkeypatch: pytest.Monkey
         with pytest.raises(ConfigError) as exc:
             parse_sink(fields, "gateway.toml", tmp_path)
         assert exc.value.key == key, change
+
+
+# --- the console's tables: drop records and per-minute counts ---------------------------------
+
+def _console_rows() -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    from gateway.schema import DropRecord, MinuteCount
+
+    drops = [tuple(DropRecord(f"{i:032x}", f"2026-11-23 10:0{i % 3}:0{i}", "site.test", reason, evidence,
+                              "detail", "pageview", "site.test", f"/p{i % 2}", "ref.example" if i % 2 else "",
+                              "DE" if i < 3 else "", "Chrome", "Desktop"))
+             for i, (reason, evidence) in enumerate([("bot", "user_agent"), ("bot", "user_agent"), ("dc_ip", "hosting_asn"),
+                                                     ("site_page_blocklist", ""), ("spoofed_agent", "no_sec_fetch")])]
+    counts = [tuple(MinuteCount(f"c{i}", minute, "site.test", outcome, reason, n)) for i, (minute, outcome, reason, n) in
+              enumerate([("2026-11-23 10:00:00", "accepted", "", 7), ("2026-11-23 10:00:00", "accepted", "", 3),
+                         ("2026-11-23 10:01:00", "dropped", "bot", 2), ("2026-11-23 11:05:00", "would_drop", "dc_ip", 1),
+                         ("2026-11-22 23:59:00", "dropped", "bot", 5)])]
+    events = [row(event_id=f"{i:032x}", timestamp=f"2026-11-23 10:00:0{i}", name="Signup" if i % 2 else "pageview",
+                  pathname=f"/e{i}", country_code="FR" if i else "", meta_key='["plan"]', meta_value=f'["p{i}"]',
+                  revenue_source_amount="9.99" if i == 3 else None, revenue_source_currency="EUR" if i == 3 else "")
+              for i in range(5)]
+    return drops, counts, events
+
+
+def _read_all(reader: Any) -> dict[str, Any]:
+    day = ("2026-11-23 00:00:00", "2026-11-24 00:00:00")
+    return {
+        "summary": {i: reader.summary("site.test", day[0], day[1], i) for i in ("minute", "hour", "day")},
+        "drops": reader.drops("site.test", reason=None, evidence=None, limit=50, before=None),
+        "bots": reader.drops("site.test", reason="bot", evidence="user_agent", limit=1, before=f"{1:032x}"),
+        "top": {f: reader.top("site.test", *day, f) for f in ("pages", "referrers", "countries", "evidence")},
+        "events": reader.events("site.test", name=None, limit=3, before=None),
+        "signups": reader.events("site.test", name="Signup", limit=50, before=("2026-11-23 10:00:03", f"{3:032x}")),
+        "groups": reader.event_groups("site.test", "2026-11-23 00:00:00"),
+        "other": reader.drops("other.test", reason=None, evidence=None, limit=50, before=None),
+    }
+
+
+def test_console_tables_have_one_schema_and_read_back_the_same_from_sqlite_and_clickhouse(
+        sink: ClickHouseSink, tmp_path: Path) -> None:
+    from gateway.store.queries import ClickHouseReader, SQLiteReader
+
+    drops, counts, events = _console_rows()
+    lite = SQLiteSink(tmp_path / "e.sqlite3")
+    for s in (lite, sink):
+        s.write(events)
+        s.write_table("drops", drops)
+        s.write_table("counts", counts)
+        s.write_table("counts", counts[:2])  # a replayed segment: the same rows again count once
+    ch = ClickHouseReader(ClickHouseSink(sink.url, database=sink.database, user="gateway",
+                                         password=sink._headers["X-ClickHouse-Key"]))
+    from_sqlite, from_clickhouse = _read_all(SQLiteReader(tmp_path / "e.sqlite3")), _read_all(ch)
+    assert from_sqlite == from_clickhouse
+    assert [b.events for b in from_sqlite["summary"]["day"]] == [10, 2, 1]
+    assert [(b.start, b.outcome) for b in from_sqlite["summary"]["hour"]] == [
+        ("2026-11-23 10:00:00", "accepted"), ("2026-11-23 10:00:00", "dropped"), ("2026-11-23 11:00:00", "would_drop")]
+    assert [d["drop_id"] for d in from_sqlite["bots"]] == [f"{0:032x}"]
+    assert from_sqlite["top"]["countries"] == [("DE", 3), ("", 2)]
+    assert [e.pathname for e in from_sqlite["signups"]] == ["/e1"]
+    assert from_sqlite["events"][0].pathname == "/e4" and from_sqlite["other"] == []
+    lite.close()
+
+
+def test_console_tables_expire_after_their_retention_in_both_sinks(sink: ClickHouseSink, tmp_path: Path) -> None:
+    from gateway.store.spool import SegmentShipper
+
+    drops, counts, _ = _console_rows()
+    lite = SQLiteSink(tmp_path / "e.sqlite3")
+    for s in (lite, sink):
+        s.write_table("drops", drops)
+        s.write_table("counts", counts)
+        fresh = time.strftime("%Y-%m-%d %H:%M:00", time.gmtime())
+        s.write_table("counts", [("fresh", fresh, "site.test", "accepted", "", 1)])
+        shipper = SegmentShipper(tmp_path / f"spool-{type(s).__name__}", s, retention_days={"drops": 7, "counts": 7})
+        (tmp_path / f"spool-{type(s).__name__}").mkdir()
+        shipper.ship_ready()
+    conn = sqlite3.connect(tmp_path / "e.sqlite3")
+    assert conn.execute("SELECT count(*) FROM drops").fetchone() == (0,)
+    assert conn.execute("SELECT count_id FROM counts").fetchall() == [("fresh",)]
+    assert int(q_rows(sink, "SELECT count() AS n FROM drops")[0]["n"]) == 0  # UInt64 is text on 18.16
+    assert [r["count_id"] for r in q_rows(sink, "SELECT count_id FROM counts")] == ["fresh"]
+
+
+def q_rows(sink: ClickHouseSink, sql: str) -> list[dict[str, Any]]:
+    return sink.query_rows(sql.replace("FROM ", f"FROM {sink.database}."))

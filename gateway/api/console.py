@@ -44,7 +44,7 @@ def _window(request: Request, default_interval: str | None = "hour") -> tuple[fl
     interval = query_text(request, "interval") or default_interval or "hour"
     if interval not in INTERVALS:
         raise BadRequest("interval", f"must be one of {', '.join(INTERVALS)}")
-    now = time.time()
+    now = time.time() + 1  # the current second's records included
     end = parse_time(request, "to", now)
     start = parse_time(request, "from", end - _DEFAULT_SPAN)
     if start >= end:

@@ -164,7 +164,7 @@ class SQLiteReader:
     def event_groups(self, domain: str, start: str) -> tuple[list[PageKey], bool]:
         rows = self._rows("SELECT hostname, pathname, country_code, COUNT(*), MIN(name) FROM events "
                           "WHERE domain = ? AND timestamp >= ? GROUP BY hostname, pathname, country_code "
-                          "ORDER BY COUNT(*) DESC LIMIT ?", (domain, start, DRY_RUN_ROWS + 1))
+                          "ORDER BY COUNT(*) DESC, hostname, pathname, country_code LIMIT ?", (domain, start, DRY_RUN_ROWS + 1))
         groups = [PageKey(str(h), str(p), str(c), int(n), str(s)) for h, p, c, n, s in rows]
         return groups[:DRY_RUN_ROWS], len(groups) > DRY_RUN_ROWS
 
@@ -246,7 +246,7 @@ class ClickHouseReader:
         rows = self._rows(
             f"SELECT hostname, pathname, toString(country_code) AS cc, count() AS n, min(name) AS s "
             f"FROM {self._events} WHERE domain = {_lit(domain)} AND timestamp >= toDateTime({_lit(start)}, 'UTC') "
-            f"GROUP BY hostname, pathname, cc ORDER BY n DESC LIMIT {DRY_RUN_ROWS + 1}")
+            f"GROUP BY hostname, pathname, cc ORDER BY n DESC, hostname, pathname, cc LIMIT {DRY_RUN_ROWS + 1}")
         groups = [PageKey(r["hostname"], r["pathname"], r["cc"].rstrip("\x00"), int(r["n"]), r["s"]) for r in rows]
         return groups[:DRY_RUN_ROWS], len(groups) > DRY_RUN_ROWS
 
