@@ -13,7 +13,7 @@ from sanic import Sanic
 from sanic.exceptions import PayloadTooLarge, SanicException
 
 from gateway import handlers
-from gateway.api import console
+from gateway.api import console, openapi
 from gateway.config import load_gateway_config
 from gateway.runtime import Runtime
 
@@ -54,6 +54,7 @@ def create_app(config_path: str) -> Sanic[Any, Any]:
     if config.tracker.alias_path is not None:
         app.add_route(handlers.script, config.tracker.alias_path, methods=["GET", "HEAD"], name="script_alias")
     site = "/api/v1/sites/<domain:str>"
+    app.add_route(openapi.openapi, "/api/v1/openapi.json", methods=["GET"], name="openapi")
     app.add_route(console.me, "/api/v1/me", methods=["GET"], name="me")
     app.add_route(console.summary, f"{site}/summary", methods=["GET"], name="summary")
     app.add_route(console.top, f"{site}/top", methods=["GET"], name="top")
