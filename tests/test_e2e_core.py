@@ -325,13 +325,26 @@ def test_salt_files_are_private_and_only_current_and_previous_exist(gateway: Gat
 def test_no_raw_ip_or_user_agent_in_any_file_the_gateway_wrote(start_gateway: Callable[..., Gateway]) -> None:
     ip = "203.0.113.197"
     ua = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0 PrivacyProbe/7.7.7"
-    gw = start_gateway(workers=2)
+    # a site whose own rule names the address: its drop records must not repeat it
+    sites = {"site": 'domain = "site.test"\n[shields]\npage_blocklist = ["/private/*"]\n',
+             "blocked": f'domain = "blocked.test"\n[shields]\nip_blocklist = ["{ip}", "203.0.113.0/24"]\n'}
+    gw = start_gateway(workers=2, sites=sites)
     for i in range(10):
         assert gw.post(pageview(f"/p{i}"), ip=ip, ua=ua).status_code == 202
-    # also invalid and dropped events, which go down other code paths
+    # also invalid and dropped events, which go down other code paths and leave drop records
     gw.post({"n": "pageview", "d": "site.test"}, ip=ip, ua=ua)
     gw.post(pageview(domain="unknown.test"), ip=ip, ua=ua)
+    gw.post(pageview("/private/x"), ip=ip, ua=ua)
+    gw.post(pageview(domain="blocked.test"), ip=ip, ua=ua)
+    gw.post(pageview("/bare"), ip=ip, ua=ua, browser=False)  # spoofed_agent: the UA without its headers
     gw.wait_rows(10)
+    deadline = time.monotonic() + 10
+    while len(gw.table_rows("drops")) < 3 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert {r["reason"] for r in gw.table_rows("drops")} == {"site_page_blocklist", "site_ip_blocklist", "spoofed_agent"}
+    key = gw.key("blocked.test", "read")
+    answer = gw.api("GET", "/api/v1/sites/blocked.test/drops", key)
+    assert answer.status_code == 200 and "203.0.113" not in answer.text
     gw.client.get("/metrics")
     gw.stop()
     needles = [ip.encode(), ua.encode(), b"PrivacyProbe", b"203.0.113", ip.encode("utf-16-le")]
