@@ -13,7 +13,7 @@ TEST_DEBS := chromium firefox-esr libnss3-tools nginx curl wget clickhouse-serve
 # The HTTP load generator of the benchmarks.
 BENCH_DEBS := wrk
 
-.PHONY: run test lint venv test-venv load-venv debs bench-debs bench compare profile shields-eval geo-bench tracker clean loadtest
+.PHONY: run test lint venv test-venv load-venv debs bench-debs bench compare profile shields-eval geo-bench tracker console-js console-screenshots clean loadtest
 
 $(VENV)/bin/activate:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -77,6 +77,14 @@ shields-eval: test-venv
 
 geo-bench: test-venv
 	$(PY) bench/bench_geo.py
+
+# Re-vendor the web console's chart library into gateway/static/console/ (npm registry only).
+console-js:
+	cd console_js && npm ci --no-audit --no-fund && node build.mjs
+
+# docs/img/console-*.png from a real gateway fed real events, in headless Chromium (~5 min).
+console-screenshots: test-venv
+	$(PY) tests/browser/console_screenshots.py
 
 # Rebuild gateway/static/script.js (committed package data, so `make run` needs no Node): npm registry only.
 tracker:

@@ -13,7 +13,7 @@ from sanic import Sanic
 from sanic.exceptions import PayloadTooLarge, SanicException
 
 from gateway import handlers
-from gateway.api import console, openapi
+from gateway.api import console, openapi, web
 from gateway.config import load_gateway_config
 from gateway.runtime import Runtime
 
@@ -64,6 +64,10 @@ def create_app(config_path: str) -> Sanic[Any, Any]:
     app.add_route(console.shields_put, f"{site}/shields", methods=["PUT"], name="shields_put")
     app.add_route(console.shields_history, f"{site}/shields/history", methods=["GET"], name="shields_history")
     app.add_route(console.shields_dry_run, f"{site}/shields/dry-run", methods=["POST"], name="shields_dry_run")
+    app.add_route(web.dashboard, "/console/", methods=["GET"], name="console")
+    app.add_route(web.sign_in, "/console/sign-in", methods=["POST"], name="console_sign_in")
+    app.add_route(web.sign_out, "/console/sign-out", methods=["POST"], name="console_sign_out")
+    app.add_route(web.asset, "/console/static/<name:str>", methods=["GET"], name="console_asset")
     app.exception(PayloadTooLarge)(handlers.too_large)
     app.exception(SanicException)(handlers.http_error)
     return app

@@ -1,0 +1,182 @@
+"""The web console at `/console/`: server-rendered pages for site owners (docs/console.md).
+
+`GET /console/` is the sign-in form, or, with a valid key in the `egw_console` cookie, the
+dashboard of the key's site. The dashboard's script (gateway/static/console/console.js) reads
+the console API same-origin with that cookie and draws with the vendored chart library
+(console_js/, `make console-js`); nothing is loaded from elsewhere. The rule editor is only in
+the page of a `manage` key (and the API refuses a `read` key's PUT anyway).
+
+The cookie is HttpOnly and SameSite=Strict, Secure when the request came over https (the socket,
+or `X-Forwarded-Proto` from a trusted proxy). Sign-in failures count in the same per-client
+failure bucket as the API's, so the form cannot be used to guess keys faster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import math
+from importlib import resources
+
+from sanic import Request
+from sanic.exceptions import NotFound
+from sanic.response import HTTPResponse
+
+from gateway.api.auth import COOKIE, FAILURES_BURST, FAILURES_PER_MINUTE, failure_key
+from gateway.api.common import runtime
+from gateway.state.keys import KeyRecord
+
+__all__ = ["asset", "dashboard", "sign_in", "sign_out"]
+
+_HTML = "text/html; charset=utf-8"
+_SECURITY = {
+    "content-security-policy": ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                                "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
+    "x-frame-options": "DENY",
+    "referrer-policy": "no-referrer",
+    "x-content-type-options": "nosniff",
+    "cache-control": "no-store",
+}
+_ASSETS = {"console.js": "application/javascript; charset=utf-8", "console.css": "text/css; charset=utf-8",
+           "chart.umd.min.js": "application/javascript; charset=utf-8"}
+_COOKIE_DAYS = 7
+
+
+def _page(title: str, body: str, status: int = 200, headers: dict[str, str] | None = None) -> HTTPResponse:
+    doc = ("<!doctype html><html lang=en><head><meta charset=utf-8>"
+           "<meta name=viewport content='width=device-width, initial-scale=1'>"
+           f"<title>{html.escape(title)} · edge gateway console</title>"
+           "<link rel=icon href='data:,'><link rel=stylesheet href='/console/static/console.css'></head>"
+           f"<body>{body}</body></html>")
+    return HTTPResponse(doc, status=status, headers={**_SECURITY, **(headers or {})}, content_type=_HTML)
+
+
+def _sign_in_page(message: str = "", status: int = 200, headers: dict[str, str] | None = None) -> HTTPResponse:
+    note = f"<p class=error role=alert>{html.escape(message)}</p>" if message else ""
+    body = ("<main class=narrow><h1>Site console</h1>"
+            "<p>Sign in with a key made by <code>edge-gateway keys create --scope read</code> (or "
+            "<code>manage</code> to edit the shield rules).</p>"
+            f"{note}<form method=post action='/console/sign-in' class=signin>"
+            "<label for=key>API key</label>"
+            "<input id=key name=key type=password autocomplete=off required maxlength=200 spellcheck=false>"
+            "<button type=submit>Sign in</button></form></main>")
+    return _page("Sign in", body, status, headers)
+
+
+def _secure(request: Request) -> bool:
+    rt = runtime(request)
+    conn = request.conn_info
+    client = rt.clients(request.ip, request.headers, conn is not None and conn.ssl)
+    return client.headers is not None and client.headers.transport == "https"
+
+
+def _cookie(request: Request, value: str, max_age: int) -> str:
+    flags = f"{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}"
+    return flags + ("; Secure" if _secure(request) else "")
+
+
+async def _verify(request: Request, token: str) -> KeyRecord | None:
+    rt = runtime(request)
+    return await asyncio.get_running_loop().run_in_executor(None, rt.keys.verify, token)
+
+
+async def dashboard(request: Request) -> HTTPResponse:
+    """`GET /console/`: the dashboard of the signed-in key's site, else the sign-in form."""
+    token = request.cookies.get(COOKIE)
+    record = await _verify(request, token) if token else None
+    if record is None or record.scope == "ingest":
+        return _sign_in_page("Your key is no longer valid: sign in again." if token else "")
+    site = runtime(request).sites.get(record.site)
+    if site is None:
+        return _sign_in_page(f"The site {record.site} is no longer configured.")
+    manage = record.scope == "manage"
+    editor = ("<section id=editor class=card><h2>Shield rules</h2>"
+              "<p class=hint>The site file's <code>[shields]</code> table as JSON. Preview what it would "
+              "have done with a dry run before you save.</p>"
+              "<textarea id=rules rows=14 spellcheck=false aria-label='shield rules'></textarea>"
+              "<div class=row><label>Look back <select id=days><option value=1>1 day</option>"
+              "<option value=7 selected>7 days</option></select></label>"
+              "<button id=dry-run type=button>Dry run</button>"
+              "<button id=save type=button class=primary>Save</button>"
+              "<span id=saved class=ok role=status></span></div>"
+              "<ul id=rule-errors class=error role=alert></ul>"
+              "<div id=dry-result></div>"
+              "<details><summary>History</summary><ul id=history></ul></details></section>") if manage else ""
+    reasons = "".join(f"<option>{html.escape(r)}</option>" for r in _reason_names())
+    body = (
+        f"<header><h1>{html.escape(site.domain)}</h1>"
+        f"<span class=who>key {html.escape(record.id)} · {html.escape(record.scope)}</span>"
+        "<form method=post action='/console/sign-out'><button type=submit id=sign-out>Sign out</button></form>"
+        "</header>"
+        f"<main data-site='{html.escape(site.domain, quote=True)}' data-scope='{html.escape(record.scope)}'>"
+        "<nav class=ranges aria-label='time range'>"
+        "<button data-range=3600 data-interval=minute>1 hour</button>"
+        "<button data-range=86400 data-interval=hour class=active>24 hours</button>"
+        "<button data-range=604800 data-interval=day>7 days</button></nav>"
+        "<section class=card><h2>Accepted and dropped events</h2>"
+        "<div class=totals id=totals></div><div class=chart><canvas id=chart aria-label='events by outcome'>"
+        "</canvas></div></section>"
+        "<section class=card><h2>Report-only: would have been dropped</h2>"
+        "<div class='chart small'><canvas id=would-chart></canvas></div><p id=would-none class=hint></p></section>"
+        "<section class='card tops'><h2>Among the drop records</h2><div class=grid>"
+        "<div><h3>Pages</h3><ol id=top-pages></ol></div><div><h3>Referrer hosts</h3><ol id=top-referrers></ol></div>"
+        "<div><h3>Countries</h3><ol id=top-countries></ol></div><div><h3>Evidence</h3><ol id=top-evidence></ol></div>"
+        "</div></section>"
+        "<section class=card><h2>Recent drops</h2><div class=row>"
+        f"<label>Reason <select id=f-reason><option value=''>any</option>{reasons}</select></label>"
+        "<label>Evidence <input id=f-evidence maxlength=60 placeholder='any'></label>"
+        "<button id=f-apply type=button>Filter</button></div>"
+        "<table id=drops><thead><tr><th>time (UTC)</th><th>reason</th><th>evidence</th><th>page</th>"
+        "<th>referrer</th><th>country</th><th>browser</th><th>detail</th></tr></thead><tbody></tbody></table>"
+        "<button id=more type=button hidden>Older</button></section>"
+        f"{editor}</main><script src='/console/static/chart.umd.min.js'></script>"
+        "<script src='/console/static/console.js'></script>")
+    return _page(site.domain, body)
+
+
+def _reason_names() -> list[str]:
+    from gateway.api.openapi import REASONS
+
+    return REASONS
+
+
+async def sign_in(request: Request) -> HTTPResponse:
+    """`POST /console/sign-in` (form field `key`): check the key, then set the cookie."""
+    rt = runtime(request)
+    if request.headers.get("sec-fetch-site") == "cross-site":
+        return _sign_in_page("Sign in from this page.", 403)
+    bucket = failure_key(rt, request)
+    ok, wait = rt.limiter.peek(bucket, FAILURES_PER_MINUTE, FAILURES_BURST)
+    if not ok:
+        return _sign_in_page("Too many failed attempts: wait a minute and try again.", 429,
+                             {"retry-after": str(max(1, math.ceil(wait)))})
+    token = (request.form.get("key") or "").strip() if request.form else ""
+    try:
+        record = await _verify(request, token) if token else None
+    except Exception:
+        return _sign_in_page("Keys cannot be checked right now: try again shortly.", 503, {"retry-after": "5"})
+    if record is None or record.scope == "ingest":
+        if record is None:
+            rt.limiter.allow(bucket, FAILURES_PER_MINUTE, FAILURES_BURST)
+            return _sign_in_page("That key is not valid (unknown, revoked or mistyped).", 401)
+        return _sign_in_page("An ingest key cannot open the console: use a read or manage key.", 403)
+    response = HTTPResponse(status=303, headers={"location": "/console/", **_SECURITY})
+    response.headers["set-cookie"] = _cookie(request, token, _COOKIE_DAYS * 86400)
+    return response
+
+
+async def sign_out(request: Request) -> HTTPResponse:
+    """`POST /console/sign-out`: clear the cookie."""
+    response = HTTPResponse(status=303, headers={"location": "/console/", **_SECURITY})
+    response.headers["set-cookie"] = _cookie(request, "", 0)
+    return response
+
+
+async def asset(request: Request, name: str) -> HTTPResponse:
+    """`GET /console/static/<name>`: the console's script, style sheet and chart library."""
+    ctype = _ASSETS.get(name)
+    if ctype is None:
+        raise NotFound("no such file")
+    body = resources.files("gateway").joinpath(f"static/console/{name}").read_bytes()
+    return HTTPResponse(body, content_type=ctype, headers={"cache-control": "public, max-age=300",
+                                                           "x-content-type-options": "nosniff"})
