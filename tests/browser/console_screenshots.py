@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parent), str(HERE)]
+sys.path[:0] = [str(HERE), str(HERE.parent)]
 
 from conftest import CHROMIUM_ARGS  # noqa: E402
 from gatewayproc import ROOT, Gateway, write_config  # noqa: E402
