@@ -13,7 +13,7 @@ from sanic import Sanic
 from sanic.exceptions import PayloadTooLarge, SanicException
 
 from gateway import handlers
-from gateway.api import console, openapi, web
+from gateway.api import console, events, openapi, web
 from gateway.config import load_gateway_config
 from gateway.runtime import Runtime
 
@@ -35,7 +35,9 @@ async def _stop(app: Sanic[Any, Any]) -> None:
 def create_app(config_path: str) -> Sanic[Any, Any]:
     config = load_gateway_config(config_path)
     app: Sanic[Any, Any] = Sanic("edge_gateway")
-    app.config.REQUEST_MAX_SIZE = config.limits.max_body_bytes
+    # The largest body any route takes: a gzip server-side batch is checked again once inflated,
+    # and /api/event checks its own, smaller limit.
+    app.config.REQUEST_MAX_SIZE = max(config.limits.max_body_bytes, config.server_api.max_body_bytes)
     app.config.FALLBACK_ERROR_FORMAT = "json"
     app.config.ACCESS_LOG = False
     app.config.MOTD = False
@@ -55,6 +57,7 @@ def create_app(config_path: str) -> Sanic[Any, Any]:
         app.add_route(handlers.script, config.tracker.alias_path, methods=["GET", "HEAD"], name="script_alias")
     site = "/api/v1/sites/<domain:str>"
     app.add_route(openapi.openapi, "/api/v1/openapi.json", methods=["GET"], name="openapi")
+    app.add_route(events.ingest, "/api/v1/events", methods=["POST"], name="server_events")
     app.add_route(console.me, "/api/v1/me", methods=["GET"], name="me")
     app.add_route(console.summary, f"{site}/summary", methods=["GET"], name="summary")
     app.add_route(console.top, f"{site}/top", methods=["GET"], name="top")

@@ -122,6 +122,18 @@ class RetentionConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ServerApiConfig:
+    """`[server_api]`: the server-side events API (`POST /api/v1/events`, docs/server-api.md)."""
+
+    max_age_days: int = 7  # how far back an event's timestamp may be
+    max_events: int = 1000  # events in one batch
+    max_body_bytes: int = 4 * 1024 * 1024  # the body, after gzip is undone
+    max_inflation_ratio: int = 50  # a gzip body inflating more than this is refused (413)
+    events_per_minute: int = 1000  # each key's token bucket, unless the site file says otherwise
+    burst: int | None = None  # None: one minute's worth (or max_events, if larger)
+
+
+@dataclass(frozen=True, slots=True)
 class SharedConfig:
     """`[shared]`: salts and rate limits in Redis, for many gateway nodes."""
 
@@ -165,6 +177,7 @@ class GatewayConfig:
     shared: SharedConfig | None = None
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    server_api: ServerApiConfig = field(default_factory=ServerApiConfig)
 
     @property
     def sqlite_path(self) -> Path:
@@ -363,6 +376,20 @@ def _retention(t: Table) -> RetentionConfig:
     return retention
 
 
+def _server_api(t: Table) -> ServerApiConfig:
+    burst = t.get("burst", None)
+    api = ServerApiConfig(
+        max_age_days=t.integer("max_age_days", 7, maximum=3660),
+        max_events=t.integer("max_events", 1000, maximum=10_000),
+        max_body_bytes=t.integer("max_body_bytes", 4 * 1024 * 1024, minimum=1024, maximum=256 * 1024 * 1024),
+        max_inflation_ratio=t.integer("max_inflation_ratio", 50, minimum=2, maximum=10_000),
+        events_per_minute=t.integer("events_per_minute", 1000, maximum=100_000_000),
+        burst=None if burst is None else t.integer("burst", 1000, maximum=100_000_000),
+    )
+    t.done()
+    return api
+
+
 def _spool(t: Table) -> SpoolConfig:
     spool = SpoolConfig(
         fsync=t.choice("fsync", ("interval", "always", "never"), "interval"),
@@ -551,6 +578,7 @@ def load_gateway_config(path: str | os.PathLike[str]) -> GatewayConfig:
         shared=parse_shared(shared_raw, src),
         tracker=_tracker(t.table("tracker"), base),
         retention=_retention(t.table("retention")),
+        server_api=_server_api(t.table("server_api")),
     )
     t.done()
     return config

@@ -85,7 +85,11 @@ async def event(request: Request) -> HTTPResponse:
     """`POST /api/event`: Plausible's Events API (docs/event-api.md)."""
     rt = _runtime(request)
     counts = rt.metrics.responses
-    result = rt.parse(request.body or b"")
+    raw = request.body or b""
+    if len(raw) > rt.max_body_bytes:  # Sanic's own limit is the largest route's
+        counts[413] += 1
+        return _json(_TOO_LARGE, 413, _CORS)
+    result = rt.parse(raw)
     if result.error is not None:  # the body as a whole is unusable
         counts[400] += 1
         return _json({"errors": result.error}, 400, _CORS)
@@ -183,8 +187,11 @@ async def script(request: Request) -> HTTPResponse:
     return HTTPResponse(s.body, headers=headers, content_type="application/javascript; charset=utf-8")
 
 
+_TOO_LARGE = {"errors": {"request": ["request body is too large"]}}
+
+
 async def too_large(request: Request, exc: Exception) -> HTTPResponse:
-    return _json({"errors": {"request": ["request body is too large"]}}, 413, _CORS)
+    return _json(_TOO_LARGE, 413, _CORS)
 
 
 async def http_error(request: Request, exc: SanicException) -> HTTPResponse:

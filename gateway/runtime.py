@@ -155,6 +155,7 @@ class Runtime(RequestPath):
     def __init__(self, config: GatewayConfig) -> None:
         super().__init__(config, Metrics(config.data_dir))
         self.parse = BodyParser(config.limits.max_batch_events)
+        self.max_body_bytes = config.limits.max_body_bytes
         self.sink = open_sink(config)
         spool = config.spool
         self.spool: Spool | MemoryBuffer
@@ -175,6 +176,12 @@ class Runtime(RequestPath):
                 retention_days=config.retention_days,
             )
         self.drop_records = DropRecorder(config.retention.drop_records_per_minute)
+        # The server-side events API's steps: the same tuple without what the ingest key vouches
+        # for (spoofed_agent) or what has its own per-key bucket (rate_limited); with no
+        # forwarded User-Agent, without the steps that judge one, nor velocity (no visitor to count).
+        self.server_executor = self.executor.without(frozenset({"spoofed_agent", "rate_limited"}))
+        self.server_executor_no_ua = self.executor.without(frozenset(
+            {"spoofed_agent", "rate_limited", "bot", "verification_agent", "velocity"}))
         self.keys = KeyRing(open_key_store(config.data_dir, self.shared.client if self.shared else None,
                                           config.shared.key_prefix if config.shared else "gw:"))
         self.reader: ConsoleReader = open_reader(config)

@@ -41,6 +41,7 @@ class DropReason(str, enum.Enum):
     BOT = "bot"
     VELOCITY = "velocity"
     INVALID = "invalid"
+    NO_CONSENT = "no_consent"  # a server-side event sent with consentGiven: false
 
 
 # The per-request classes (Event, ClientContext, Verdict) are plain dataclasses, treated as
@@ -200,6 +201,7 @@ class SiteConfig:
     shields: SiteShields = field(default_factory=SiteShields)
     rate_limit: RateLimit = field(default_factory=RateLimit)
     max_events_per_visit: int | None = None  # velocity cap in a rolling window
+    server_api_rate: RateLimit = field(default_factory=RateLimit)  # each ingest key's bucket; None: the gateway's
     velocity_window_seconds: int = 1800
 
     def ip_allowlisted(self, client: ClientContext) -> bool:

@@ -94,7 +94,7 @@ def test_drop_reasons_are_declared_in_the_order_of_the_steps_then_the_rest() -> 
     declared = [r.value for r in DropReason]
     steps = [s.reason.value for s in STEPS]
     assert declared[: len(steps)] == steps
-    assert declared[len(steps):] == ["invalid"]  # given by the parser, not by a step
+    assert declared[len(steps):] == ["invalid", "no_consent"]  # given by the parsers, not by a step
 
 
 def test_switchable_reasons_are_the_steps_that_run_for_a_known_site() -> None:

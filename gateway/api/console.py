@@ -32,7 +32,7 @@ __all__ = ["drops", "events", "me", "shields_dry_run", "shields_get", "shields_h
 MAX_BUCKETS = 1500
 _STEP = {"minute": 60, "hour": 3600, "day": 86400}
 _DEFAULT_SPAN = 86400.0
-_REASONS = frozenset(r.value for r in DropReason) | {"no_consent"}
+_REASONS = frozenset(r.value for r in DropReason)
 T = TypeVar("T")
 
 

@@ -18,7 +18,7 @@ from shields.model import DropReason
 
 __all__ = ["DOCUMENT", "document", "openapi"]
 
-REASONS = sorted({r.value for r in DropReason} | {"no_consent"})
+REASONS = sorted(r.value for r in DropReason)
 
 
 def _ref(name: str) -> dict[str, str]:

@@ -99,7 +99,7 @@ _UNSET: Any = object()
 class Executor:
     """Runs `steps` for one worker and counts into `metrics`. Not thread-safe: one event loop."""
 
-    __slots__ = ("steps", "minutes", "_metrics", "_generation", "_plans", "_unknown", "_presite")
+    __slots__ = ("steps", "minutes", "_metrics", "_generation", "_plans", "_unknown", "_presite", "_derived")
 
     def __init__(self, steps: Sequence[Step], metrics: Metrics, generation: Generation) -> None:
         self.steps = tuple(steps)
@@ -115,6 +115,18 @@ class Executor:
         # Events of declared sites per (UTC minute, site, outcome, reason) since the last
         # `take_minutes`: the console's exact per-minute counts (gateway/ingest/records.py).
         self.minutes: Counter[tuple[int, str, str, str]] = Counter()
+        self._derived: list[Executor] = []
+
+    def without(self, reasons: frozenset[str]) -> Executor:
+        """The same steps in the same order minus `reasons`, counting into the same metrics and
+        per-minute counts and following the same sites. For the server-side events API, whose
+        key vouches for what `spoofed_agent` (and, with no forwarded User-Agent, the User-Agent
+        steps) would judge: the precedence stays the one tuple's."""
+        other = Executor([s for s in self.steps if s.reason.value not in reasons], self._metrics, self._generation)
+        other.minutes = self.minutes
+        other._plans = {domain: (site, other._plan(site)) for domain, (site, _) in self._plans.items()}
+        self._derived.append(other)
+        return other
 
     # --- plans -------------------------------------------------------------------------------
 
@@ -126,6 +138,8 @@ class Executor:
             for domain in (site.domain, *site.aliases):
                 plans[domain] = entry
         self._plans = plans
+        for other in self._derived:
+            other.use(sites)
 
     def _mode(self, step: Step, site: SiteConfig) -> str:
         """How `step` runs for `site`: run, report, disabled, or not_applicable."""
@@ -201,9 +215,22 @@ class Executor:
         return _decide(plan, event, client, site, memo)
 
     def take_minutes(self) -> Counter[tuple[int, str, str, str]]:
-        """The per-minute counts since the last call, and start afresh."""
-        taken, self.minutes = self.minutes, Counter()
+        """The per-minute counts since the last call, and start afresh (in place: executors made
+        by `without` share the counter)."""
+        taken = Counter(self.minutes)
+        self.minutes.clear()
         return taken
+
+    def refuse(self, out: Outcome, event: ParsedEvent, verdict: Verdict) -> None:
+        """Count a drop decided before the steps (a server-side event without consent) exactly
+        as `run` counts one: metrics, per-minute counts, a drop record for a declared site."""
+        site, _ = self._plans.get(event.domain, self._unknown)
+        label = site.domain
+        self._metrics.dropped[(label, verdict.reason.value)] += 1
+        out.dropped.append((label, verdict.reason))
+        if site is not UNKNOWN:
+            self.minutes[(int(time()) // 60, label, "dropped", verdict.reason.value)] += 1
+            out.site_drops.append((event, site, verdict))
 
     def count_invalid(self, n: int) -> None:
         """Batch items that could not be parsed: dropped as `invalid` (under no site)."""

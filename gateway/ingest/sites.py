@@ -66,6 +66,15 @@ def parse_site(raw: Mapping[str, Any], src: str) -> SiteConfig:
     window = vel.integer("window_seconds", 1800)
     vel.done()
 
+    api = t.table("server_api")
+    api_epm = api.get("events_per_minute", None)
+    api_burst = api.get("burst", None)
+    server_api_rate = RateLimit(
+        events_per_minute=None if api_epm is None else api.integer("events_per_minute", 1000, maximum=100_000_000),
+        burst=None if api_burst is None else api.integer("burst", 1000, maximum=100_000_000),
+    )
+    api.done()
+
     shields_raw = t.typed("shields", dict, "a table", {})
     try:
         site_shields = parse_site_shields(shields_raw, src, switchable=SWITCHABLE, evidence=EVIDENCE)
@@ -73,7 +82,7 @@ def parse_site(raw: Mapping[str, Any], src: str) -> SiteConfig:
         raise ConfigError(src, exc.key, exc.reason) from None
     t.done()
     return SiteConfig(domain=domain, aliases=aliases, source=src, shields=site_shields, rate_limit=rate_limit,
-                      max_events_per_visit=cap, velocity_window_seconds=window)
+                      max_events_per_visit=cap, velocity_window_seconds=window, server_api_rate=server_api_rate)
 
 
 @dataclass(frozen=True, slots=True)

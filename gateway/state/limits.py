@@ -41,6 +41,7 @@ class RateLimiter(Protocol):
 
     def allow(self, key: str, rate_per_minute: int, burst: int) -> tuple[bool, float]: ...
     def peek(self, key: str, rate_per_minute: int, burst: int) -> tuple[bool, float]: ...
+    def take(self, key: str, cost: int, rate_per_minute: int, burst: int) -> tuple[bool, float]: ...
 
 
 class _Table:
@@ -86,7 +87,12 @@ class LocalRateLimiter:
         """What `allow` would answer now, taking nothing and writing nothing (for `explain`)."""
         return self._bucket(key, rate_per_minute, burst, take=False)
 
-    def _bucket(self, key: str, rate_per_minute: int, burst: int, *, take: bool) -> tuple[bool, float]:
+    def take(self, key: str, cost: int, rate_per_minute: int, burst: int) -> tuple[bool, float]:
+        """Take `cost` tokens at once, or none: (allowed, seconds until that many are available)."""
+        return self._bucket(key, rate_per_minute, burst, take=True, cost=float(cost))
+
+    def _bucket(self, key: str, rate_per_minute: int, burst: int, *, take: bool,
+                cost: float = 1.0) -> tuple[bool, float]:
         k = _key64(key)
         rate = rate_per_minute / 60.0
         now = self._clock()
@@ -110,13 +116,13 @@ class LocalRateLimiter:
                 slot = start
                 tokens, last = float(burst), now
             tokens = min(float(burst), tokens + max(0.0, now - last) * rate)
-            if tokens >= 1.0:
+            if tokens >= cost:
                 if take:
-                    rec.pack_into(t.mm, slot * rec.size, k, tokens - 1.0, now)
+                    rec.pack_into(t.mm, slot * rec.size, k, tokens - cost, now)
                 return True, 0.0
             if take:
                 rec.pack_into(t.mm, slot * rec.size, k, tokens, now)
-            return False, (1.0 - tokens) / rate if rate > 0 else 60.0
+            return False, (cost - tokens) / rate if rate > 0 else 60.0
         finally:
             t.unlock()
 

@@ -86,13 +86,14 @@ if now > last then
   last = now
 end
 if tokens > burst then tokens = burst end
+local cost = tonumber(ARGV[5] or '1')
 local allowed = 0
 local wait = 0
-if tokens >= 1 then
-  tokens = tokens - 1
+if tokens >= cost then
+  tokens = tokens - cost
   allowed = 1
 elseif rate > 0 then
-  wait = (1 - tokens) / rate
+  wait = (cost - tokens) / rate
 else
   wait = 60
 end
@@ -239,13 +240,17 @@ class RedisRateLimiter:
         """What `allow` would answer now, taking nothing (for `explain`)."""
         return self._bucket(key, rate_per_minute, burst, "1")
 
-    def _bucket(self, key: str, rate_per_minute: int, burst: int, peek: str) -> tuple[bool, float]:
+    def take(self, key: str, cost: int, rate_per_minute: int, burst: int) -> tuple[bool, float]:
+        """Take `cost` tokens at once, or none."""
+        return self._bucket(key, rate_per_minute, burst, "0", cost)
+
+    def _bucket(self, key: str, rate_per_minute: int, burst: int, peek: str, cost: int = 1) -> tuple[bool, float]:
         if self._monotonic() < self._skip_until:
             return True, 0.0
         now = -1.0 if self._clock is None else self._clock()
         try:
             allowed, wait = self._script(keys=[f"{self.prefix}rl:{key}"],
-                                         args=[repr(rate_per_minute / 60.0), max(1, burst), repr(now), peek])
+                                         args=[repr(rate_per_minute / 60.0), max(1, burst), repr(now), peek, cost])
         except _REDIS_ERRORS as exc:
             self._skip_until = self._monotonic() + _RETRY_AFTER_FAILURE
             self._warner.warn("shared rate limit: Redis unreachable (%s); letting events through", exc)

@@ -1,0 +1,180 @@
+"""`POST /api/v1/events`: server-side events in batches, with an ingest key (docs/server-api.md).
+
+In the order its answers are decided: too many failed key attempts → 429 · no or a bad key → 401
+(an ingest key's site that is no longer configured too) · body over `[server_api]
+max_body_bytes`, after gzip is undone, or inflating more than `max_inflation_ratio` → 413 · not
+`{"events": [1..max_events objects]}` → 400 · the key's token bucket (one token per event) →
+429 · spool full → 503 · each event validated (gateway/ingest/server_events.py); none valid →
+400 with per-event errors and `details` lines · the steps, minus `spoofed_agent` (the key
+vouches for the sender; with no forwarded User-Agent, minus the User-Agent steps too) · rows at
+the events' own times to the spool · 202, or 207 when some events were invalid.
+
+The visitor: with `ip` and `userAgent`, the same keyed daily hash as a browser event of that
+visitor, so the two join; with an `anonymousId`, a keyed daily hash of it; with neither, one id
+for the request (derived from `eventId` when given, so a retry stores the same row).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import zlib
+from random import getrandbits
+from typing import Any
+
+import orjson
+from sanic import Request
+from sanic.response import HTTPResponse
+
+from gateway.api.auth import authenticate
+from gateway.api.common import json, runtime
+from gateway.ingest.body import ParsedEvent
+from gateway.ingest.clients import Client
+from gateway.ingest.executor import Outcome
+from gateway.ingest.server_events import ServerEvent, ignored_fields, normalise, stored_event_id
+from gateway.ingest.visitor import visitor_id
+from gateway.runtime import Runtime
+from shields.model import DropReason, Verdict
+
+__all__ = ["ingest"]
+
+_NO_CONSENT = Verdict(DropReason.NO_CONSENT, detail="consentGiven: false", evidence="")
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _inflate(body: bytes, limit: int, ratio: int) -> bytes:
+    """A gzip body inflated at most to `limit` bytes (and `ratio` times its size): never more
+    is decompressed than the answer needs, so a bomb costs a bounded amount of work."""
+    d = zlib.decompressobj(wbits=31)
+    cap = min(limit, max(1024, len(body) * ratio))
+    try:
+        out = d.decompress(body, cap + 1)
+    except zlib.error as exc:
+        raise ValueError(f"the gzip body cannot be decoded: {exc}") from None
+    if len(out) > cap or d.unconsumed_tail:
+        raise _TooLarge
+    if not d.eof:
+        raise ValueError("the gzip body is truncated")
+    return out
+
+
+def _details(errors: list[dict[str, Any]]) -> list[str]:
+    return [f"Event {e['index']}: {field} {message}" for e in errors for field, messages in e["errors"].items()
+            for message in messages]
+
+
+async def ingest(request: Request) -> HTTPResponse:
+    auth = await authenticate(request, None, "ingest")
+    if isinstance(auth, HTTPResponse):
+        return auth
+    key, _ = auth
+    rt = runtime(request)
+    api = rt.config.server_api
+    site = rt.sites.get(key.site)
+    if site is None:
+        return json({"error": f"the key's site {key.site} is not configured"}, 401)
+    body = request.body or b""
+    try:
+        if request.headers.get("content-encoding", "").strip().lower() in ("gzip", "x-gzip"):
+            body = _inflate(body, api.max_body_bytes, api.max_inflation_ratio)
+        elif len(body) > api.max_body_bytes:
+            raise _TooLarge
+        doc = orjson.loads(body)
+    except _TooLarge:
+        return json({"error": f"the body is larger than {api.max_body_bytes} bytes (after gzip is undone)"}, 413)
+    except (ValueError, orjson.JSONDecodeError) as exc:
+        return json({"error": "the body must be JSON: {\"events\": [...]}", "details": [str(exc)[:200]]}, 400)
+    items = doc.get("events") if isinstance(doc, dict) else None
+    if not isinstance(items, list) or not 1 <= len(items) <= api.max_events:
+        return json({"error": f"the body must be {{\"events\": [...]}} with 1 to {api.max_events} events"}, 400)
+
+    rate = site.server_api_rate.events_per_minute or api.events_per_minute
+    burst = site.server_api_rate.burst or api.burst or max(rate, api.max_events)
+    ok, wait = rt.limiter.take(f"ingest:{key.id}", len(items), rate, burst)
+    if not ok:
+        return json({"error": f"this key may send {rate} events a minute"}, 429,
+                    {"retry-after": str(max(1, math.ceil(wait)))})
+    if not rt.spool.has_room():
+        return json({"error": "temporarily unable to accept events"}, 503, {"retry-after": "5"})
+
+    now = time.time()
+    max_age = api.max_age_days * 86400.0
+    errors: list[dict[str, Any]] = []
+    valid: list[ServerEvent] = []
+    for i, obj in enumerate(items):
+        result = normalise(obj, site.domain, now, max_age)
+        if isinstance(result, ServerEvent):
+            valid.append(result)
+        else:
+            errors.append({"index": i, "errors": result})
+    ignored = ignored_fields(items)
+    if not valid:
+        rt.executor.count_invalid(len(errors))
+        answer: dict[str, Any] = {"error": "no event in the batch is valid", "errors": errors,
+                                  "details": _details(errors)}
+        if ignored:
+            answer["ignored"] = ignored
+        return json(answer, 400)
+
+    rows, dropped = _decide_and_build(rt, valid)
+    if rows:
+        try:
+            rt.spool.append(rows)
+        except OSError:
+            return json({"error": "temporarily unable to accept events"}, 503, {"retry-after": "5"})
+    rt.executor.count_invalid(len(errors))
+    answer = {"accepted": len(rows)}
+    if dropped:
+        answer["dropped"] = dropped
+    if ignored:
+        answer["ignored"] = ignored
+    if errors:
+        answer.update(errors=errors, details=_details(errors))
+        return json(answer, 207)
+    return json(answer, 202)
+
+
+def _decide_and_build(rt: Runtime, events: list[ServerEvent]) -> tuple[list[tuple[Any, ...]], int]:
+    """Run the steps for each forwarded visitor and build the rows of the kept events."""
+    groups: dict[tuple[Any, str | None], list[ServerEvent]] = {}
+    for e in events:
+        groups.setdefault((e.ip, e.user_agent), []).append(e)
+    request_visitor = getrandbits(63)
+    salt = rt.visitors.salt()
+    rows: list[tuple[Any, ...]] = []
+    dropped = 0
+    for (ip, ua), group in groups.items():
+        client: Client = rt.clients.describe(ip, ua or "")
+        executor = rt.server_executor if ua else rt.server_executor_no_ua
+        out = Outcome()
+        consenting: list[ParsedEvent] = []
+        meta: dict[int, ServerEvent] = {}
+        for e in group:
+            if e.consent:
+                consenting.append(e.event)
+                meta[id(e.event)] = e
+            else:
+                executor.refuse(out, e.event, _NO_CONSENT)
+        decided = executor.run(consenting, client)
+        out.kept, out.site_drops = decided.kept, out.site_drops + decided.site_drops
+        out.dropped += decided.dropped
+        dropped += len(out.dropped)
+        if out.site_drops:
+            rt.record_drops(out, client)
+        built = rt.rows.rows(out.kept, client)
+        for row, (event, site) in zip(built, out.kept):
+            e = meta[id(event)]
+            event_id = stored_event_id(site.domain, e.event_id) if e.event_id else row[0]
+            if ua and ip is not None:
+                user_id = row[4]  # the browser visitor's own daily id
+            elif e.visitor is not None:
+                user_id = visitor_id(salt, "\x00anonymous\x00" + e.visitor, None, site.domain, event.hostname)
+            elif e.event_id:
+                user_id = visitor_id(salt, "\x00event\x00" + e.event_id, None, site.domain, event.hostname)
+            else:
+                user_id = request_visitor
+            rows.append((event_id, e.timestamp, row[2], row[3], user_id, *row[5:]))
+    return rows, dropped
