@@ -190,6 +190,52 @@ SCHEMAS: dict[str, Any] = {
                    "notes": {"type": "array", "items": {"type": "string"}}}},
 }
 
+_SERVER_FIELDS: dict[str, Any] = {
+    **{n: {"type": "string", "description": "The event's name (`name` and its aliases)."}
+       for n in ("name", "eventName", "event_name", "event", "type", "event_type")},
+    **{n: {"type": "string", "description": "The page's URL, or a path on the key's site."}
+       for n in ("url", "pageUrl", "page_url", "page")},
+    "path": {"type": "string", "description": "A path on the key's site, when no URL is given."},
+    **{n: {"type": ["object", "null"], "description": "Custom properties (as `props` on /api/event)."}
+       for n in ("props", "properties", "metadata", "meta")},
+    **{n: {"type": ["string", "null"]} for n in ("referrer", "referer", "referrerUrl")},
+    **{n: {"type": ["string", "integer"], "description": "ISO 8601, or Unix milliseconds; from [server_api] "
+                                                          "max_age_days ago to 5 minutes ahead."}
+       for n in ("timestamp", "ts", "time", "occurredAt", "occurred_at", "sentAt")},
+    **{f"utm{k.title()}": {"type": "string"} for k in ("source", "medium", "campaign", "content", "term")},
+    "utm": {"type": "object", "properties": {k: {"type": "string"} for k in
+                                             ("source", "medium", "campaign", "content", "term")}},
+    "ip": {"type": "string", "maxLength": 64, "description": "The visitor's IP address (never stored)."},
+    **{n: {"type": "string", "maxLength": 1000, "description": "The visitor's User-Agent (never stored)."}
+       for n in ("userAgent", "user_agent", "ua")},
+    **{n: {"type": ["string", "integer"], "description": "The sender's anonymous visitor id (hashed daily)."}
+       for n in ("anonymousId", "anonymous_id", "visitorId", "visitor_id")},
+    **{n: {"type": "string", "minLength": 1, "maxLength": 64, "description": "Makes a retried event stored once."}
+       for n in ("eventId", "event_id", "messageId")},
+    **{n: {"type": "boolean", "description": "false: dropped as no_consent."}
+       for n in ("consentGiven", "consent_given", "consent")},
+    "revenue": {}, "interactive": {}, "hashMode": {},
+}
+_SERVER_ERRORS = {"type": "array", "items": {"type": "object", "required": ["index", "errors"], "properties": {
+    "index": {"type": "integer", "minimum": 0}, "errors": {"type": "object", "additionalProperties": {
+        "type": "array", "items": {"type": "string"}}}}}}
+_LINES = {"type": "array", "items": {"type": "string"}}
+SCHEMAS.update({
+    "ServerEvent": {"type": "object", "description": "One server-side event (docs/server-api.md). Identity fields "
+                                                     "(email, userId, traits...) are never stored: listed in "
+                                                     "`ignored`.",
+                    "allOf": [{"anyOf": [{"required": [n]} for n in ("name", "eventName", "type", "event_type")]},
+                              {"anyOf": [{"required": [n]} for n in ("url", "pageUrl", "path")]}],
+                    "properties": _SERVER_FIELDS},
+    "ServerBatch": {"type": "object", "required": ["events"], "properties": {
+        "events": {"type": "array", "minItems": 1, "maxItems": 1000, "items": _ref("ServerEvent")}}},
+    "ServerAnswer": {"type": "object", "required": ["accepted"], "properties": {
+        "accepted": {"type": "integer", "minimum": 0}, "dropped": {"type": "integer", "minimum": 1},
+        "ignored": {**_LINES, "maxItems": 50}, "errors": _SERVER_ERRORS, "details": _LINES}},
+    "ServerErrors": {"type": "object", "required": ["error"], "properties": {
+        "error": {"type": "string"}, "errors": _SERVER_ERRORS, "details": _LINES, "ignored": _LINES}},
+})
+
 _SITE = "/api/v1/sites/{domain}"
 
 PATHS: dict[str, Any] = {
@@ -207,6 +253,31 @@ PATHS: dict[str, Any] = {
                 "413": _json(_ref("EventErrors"), "The body is larger than [limits] max_body_bytes."),
                 "429": _json(_ref("EventErrors"), "The site's rate limit.", _RETRY),
                 "503": _json(_ref("EventErrors"), "The spool cannot take more right now.", _RETRY),
+            },
+        },
+    },
+    "/api/v1/events": {
+        "post": {
+            "summary": "Record server-side events in batches, with an ingest key (docs/server-api.md).",
+            "description": "The key decides the site. The visitor is the forwarded `ip` and `userAgent`, or an "
+                           "`anonymousId`. `Content-Encoding: gzip` is accepted.",
+            "security": [{"key": []}], "x-scope": "ingest",
+            "requestBody": {"required": True, "content": {"application/json": {
+                "schema": _ref("ServerBatch"),
+                "example": {"events": [{"eventName": "signup", "pageUrl": "https://shop.test/welcome",
+                                        "ip": "203.0.113.7", "userAgent": "Mozilla/5.0 (X11; Linux x86_64)",
+                                        "properties": {"plan": "pro"}, "eventId": "signup-8841",
+                                        "email": "never-stored@example.com"}]}}}},
+            "responses": {
+                "202": _json(_ref("ServerAnswer"), "Every event accepted (or dropped by the shields: `dropped`)."),
+                "207": _json(_ref("ServerAnswer"), "Some events were invalid (`errors`, `details`); the valid "
+                                                   "ones were kept."),
+                "400": _json(_ref("ServerErrors"), "The body is unusable, or no event in it is valid."),
+                **{k: v for k, v in _AUTH_ANSWERS.items() if k not in ("404", "429")},
+                "413": _json(_ERROR, "The body, after gzip is undone, is larger than [server_api] max_body_bytes, "
+                                     "or it inflates more than max_inflation_ratio."),
+                "429": _json(_ERROR, "The key's events per minute, or too many failed key attempts.", _RETRY),
+                "503": _json(_ERROR, "The keys cannot be checked, or the spool cannot take more, right now.", _RETRY),
             },
         },
     },
@@ -253,7 +324,8 @@ PATHS: dict[str, Any] = {
 DOCUMENT: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {"title": "Edge tracker gateway", "version": "1",
-             "description": "The event endpoint and the site console API (docs/event-api.md, docs/console.md).",
+             "description": "The event endpoint, the server-side events API and the site console API "
+                            "(docs/event-api.md, docs/server-api.md, docs/console.md).",
              "license": {"name": "AGPL-3.0-or-later", "identifier": "AGPL-3.0-or-later"}},
     "paths": PATHS,
     "components": {

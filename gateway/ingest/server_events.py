@@ -189,10 +189,14 @@ def normalise(obj: Any, domain: str, now: float, max_age: float) -> ServerEvent 
                        bool(consent))
 
 
+MAX_IGNORED = 50
+
+
 def ignored_fields(objs: list[Any]) -> list[str]:
-    """The identity and unstored field names the batch used, once each, sorted."""
+    """The identity and unstored field names the batch used, once each, sorted: at most
+    `MAX_IGNORED` of them (each cut to 80 characters), so the answer stays small whatever is sent."""
     seen: set[str] = set()
     for obj in objs:
         if isinstance(obj, dict):
-            seen.update(k for k in obj if k in IDENTITY_FIELDS or k in NOT_STORED or k not in _KNOWN)
-    return sorted(seen)
+            seen.update(k[:80] for k in obj if k in IDENTITY_FIELDS or k in NOT_STORED or k not in _KNOWN)
+    return sorted(seen)[:MAX_IGNORED]
