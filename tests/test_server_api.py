@@ -141,3 +141,25 @@ def test_identity_fields_are_listed_as_ignored_and_never_stored(gw: Gateway) -> 
             data = path.read_bytes()
             for needle in (b"jane@example.com", b"u-778899", b"gold-secret", b"203.0.113.44", CHROME.encode()):
                 assert needle not in data, (needle, path)
+
+
+def test_other_apis_field_names_are_read_as_aliases(gw: Gateway) -> None:
+    key = gw.key("shop.test", "ingest")
+    t_ms = int(time.time() * 1000) - 60_000
+    r = send(gw, key, [
+        {"type": "Signup", "pageUrl": "https://shop.test/app?utm_source=old#/plans", "hashMode": True,
+         "utm": {"source": "newsletter", "campaign": "winter"}, "metadata": {"plan": "pro"},
+         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+         "referrer": "https://news.example.org/a", "eventId": "s-1"},
+        {"event_type": "Upgrade", "path": "/billing", "utmMedium": "email", "properties": {"tier": "2"},
+         "timestamp": t_ms, "eventId": "s-2"},
+    ])
+    assert r.status_code == 202 and r.json() == {"accepted": 2}, r.text
+    rows = {row["name"]: row for row in gw.wait_rows(2)}
+    signup, upgrade = rows["Signup"], rows["Upgrade"]
+    assert (signup["pathname"], signup["utm_source"], signup["utm_campaign"]) == ("/app#/plans", "newsletter", "winter")
+    assert (signup["referrer"], signup["referrer_source"]) == ("news.example.org/a", "newsletter")
+    assert (upgrade["hostname"], upgrade["pathname"], upgrade["utm_medium"]) == ("shop.test", "/billing", "email")
+    assert (signup["meta.key"], signup["meta.value"]) == ('["plan"]', '["pro"]')
+    assert (upgrade["meta.key"], upgrade["meta.value"]) == ('["tier"]', '["2"]')
+    assert upgrade["timestamp"] == time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t_ms // 1000))

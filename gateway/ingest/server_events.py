@@ -102,6 +102,11 @@ def _timestamp(value: Any, now: float, max_age: float) -> str | float | None:
     return seconds
 
 
+def _hash_mode(value: Any) -> Any:
+    """`hashMode` as true/false here, as 1/0 on `/api/event` (Plausible's `h`)."""
+    return int(value) if isinstance(value, bool) else value
+
+
 def _bool(obj: Mapping[str, Any], names: tuple[str, ...], default: bool) -> bool | None:
     _, v = _first(obj, names)
     if v is None:
@@ -138,17 +143,19 @@ def normalise(obj: Any, domain: str, now: float, max_age: float) -> ServerEvent 
             v = nested.get(k)
             if isinstance(v, str):
                 utm[f"utm_{k}"] = v
-    if utm and isinstance(url, str):
-        url = url + ("&" if "?" in url else "?") + urlencode(utm)
+    if utm and isinstance(url, str):  # into the query, before any #fragment; the last repeat wins
+        page, hashmark, fragment = url.partition("#")
+        url = page + ("&" if "?" in page else "?") + urlencode(utm) + hashmark + fragment
     _, props = _first(obj, _PROPS)
     _, referrer = _first(obj, _REFERRER)
     plain: dict[str, Any] = {"n": name, "u": url, "d": domain, "r": referrer, "p": props,
-                             "revenue": obj.get("revenue"), "i": obj.get("interactive"), "h": obj.get("hashMode")}
+                             "revenue": obj.get("revenue"), "i": obj.get("interactive"), "h": _hash_mode(obj.get("hashMode"))}
     parsed = parse_event(plain)
     if isinstance(parsed, dict):
         for field, messages in parsed.items():
             field = {"event_name": "eventName" if name is None else "name", "url": url_key or "url",
-                     "domain": "url", "props": "properties" if "properties" in obj else "props"}.get(field, field)
+                     "domain": "url", "props": "properties" if "properties" in obj else "props",
+                     "hash_mode": "hashMode"}.get(field, field)
             for m in messages:
                 bad(field, "is required" if m in ("can't be blank", "is required") and field == "eventName" else m)
         event = None
