@@ -114,6 +114,24 @@ def test_the_shield_reference_table_lists_the_reasons_in_step_order() -> None:
     assert [int(n) for n, _ in rows] == list(range(1, len(STEPS) + 1))
 
 
+def test_every_arrow_list_of_the_steps_in_the_docs_follows_the_tuple() -> None:
+    # Docs that draw the order as "a → b → c" (architecture map, README-level overviews) must
+    # not drift from STEPS: any run of step names joined by arrows is checked, wherever it is.
+    names = {s.reason.value for s in STEPS}
+    order = [s.reason.value for s in STEPS]
+    found = 0
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = " ".join(doc.read_text().split())  # arrow lists may wrap across lines
+        for run in re.findall(r"[a-z_]+(?: → [a-z_]+)+", text):
+            chain = run.split(" → ")
+            if not set(chain) <= names:
+                continue
+            found += 1
+            positions = [order.index(n) for n in chain]
+            assert positions == sorted(positions), f"{doc.name}: {run}"
+    assert found, "no arrow list of the steps found in the docs"
+
+
 # --- precedence ------------------------------------------------------------------------------
 
 
