@@ -17,7 +17,8 @@ from typing import Final
 from shields.claims import BLINK, GECKO, WEBKIT, BrowserClaim
 from shields.model import BrowserHeaders, ClientContext, DropReason, Event, SiteConfig, Verdict
 
-__all__ = ["BROTLI_SINCE", "CLIENT_HINTS_SINCE", "HTTP2_SINCE", "SEC_FETCH_SINCE", "SIGNALS", "SpoofedAgentShield", "hints_platform"]
+__all__ = ["BROTLI_SINCE", "CLIENT_HINTS_SINCE", "HTTP2_SINCE", "SEC_FETCH_SINCE", "SIGNALS", "TLS13_SINCE",
+           "SpoofedAgentShield", "hints_platform"]
 
 # Since when each engine sends what (first versions, from MDN's compatibility data and the
 # browsers' release notes; docs/shields.md gives the links).
@@ -25,10 +26,13 @@ SEC_FETCH_SINCE: Final = {BLINK: 76, GECKO: 90, WEBKIT: 1604}
 CLIENT_HINTS_SINCE: Final = 93  # all three low-entropy hints by default (platform since 93); Blink only
 BROTLI_SINCE: Final = {BLINK: 50, GECKO: 44, WEBKIT: 1100}  # "br" in Accept-Encoding over https
 HTTP2_SINCE: Final = {BLINK: 51, GECKO: 36, WEBKIT: 900}  # HTTP/2 over TLS (ALPN) whenever the server offers it
+# TLS 1.3 as RFC 8446 defines it (what a server's TLS library negotiates): Chrome 70, Firefox 63,
+# Safari 12.1 (macOS 10.14.4, iOS 12.2). Earlier versions cannot negotiate it at all.
+TLS13_SINCE: Final = {BLINK: 70, GECKO: 63, WEBKIT: 1201}
 
 #: Every evidence label this shield gives, in the order it checks them.
 SIGNALS: Final = ("no_accept_language", "no_accept_encoding", "https_page_over_http", "no_origin", "no_brotli",
-                  "no_http2", "no_sec_fetch", "bad_sec_fetch", "client_hints_from_other_engine", "no_client_hints", "client_hints_mismatch")
+                  "no_http2", "tls13_from_old_browser", "no_sec_fetch", "bad_sec_fetch", "client_hints_from_other_engine", "no_client_hints", "client_hints_mismatch")
 
 # sec-ch-ua-platform values, as Chromium writes them (quoted), for the platform a UA names.
 _HINT_PLATFORMS: Final = {"Windows": '"Windows"', "macOS": '"macOS"', "Linux": '"Linux"', "Android": '"Android"',
@@ -99,6 +103,10 @@ class SpoofedAgentShield:
         if (h.http_version in ("1.0", "1.1") and h.transport == "https"
                 and claim.version >= HTTP2_SINCE[claim.engine]):
             return "no_http2"
+        # A client that negotiated TLS 1.3 with the proxy is no browser from before TLS 1.3:
+        # claiming an old browser to skip the checks above costs a library its TLS 1.3.
+        if h.tls_version == "1.3" and claim.version < TLS13_SINCE[claim.engine]:
+            return "tls13_from_old_browser"
         if secure and modern:
             if not (h.sec_fetch_site and h.sec_fetch_mode and h.sec_fetch_dest):
                 return "no_sec_fetch"
@@ -136,6 +144,7 @@ _DETAILS: Final = {
     "no_origin": "a POST without Origin from a browser that always sends it",
     "no_brotli": "no br in Accept-Encoding on a secure request from a browser that always offers it",
     "no_http2": "HTTP/1.1 to a proxy offering HTTP/2, which this browser always speaks over TLS",
+    "tls13_from_old_browser": "TLS 1.3, which the browser version this User-Agent claims could not negotiate",
     "no_sec_fetch": "no Sec-Fetch-Site/Mode/Dest on a secure request from a browser that sends them",
     "bad_sec_fetch": "Sec-Fetch values no script's fetch or beacon has",
     "client_hints_from_other_engine": "Chromium's client hints with a non-Chromium User-Agent",

@@ -96,6 +96,9 @@ class BrowserHeaders:
     # The HTTP version the client spoke to a trusted proxy ("1.1", "2", "3"), when the proxy says
     # (X-Forwarded-Http-Version); None otherwise.
     http_version: str | None = None
+    # The TLS version the client negotiated with a trusted proxy ("1.2", "1.3"), when the proxy
+    # says (X-Forwarded-Tls-Version); None otherwise.
+    tls_version: str | None = None
 
 
 class ClientContext:

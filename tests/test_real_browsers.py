@@ -197,6 +197,31 @@ def test_http_libraries_with_browser_user_agents_are_dropped(front: tuple[Gatewa
         assert dropped(gw, evidence) > 0, evidence
 
 
+OLD_UAS = {  # browsers from before HTTP/2 and Fetch Metadata, whose claims skip those checks
+    "chrome 49": UAS["chrome"].replace("Chrome/131", "Chrome/49"),
+    "firefox 35": UAS["firefox"].replace("rv:133.0", "rv:35.0").replace("Firefox/133", "Firefox/35"),
+}
+
+
+def test_http_libraries_claiming_browsers_older_than_tls_1_3_are_dropped(front: tuple[Gateway, TLSFront]) -> None:
+    """Claiming a browser from before 2016 skips the HTTP/2, brotli, Origin, Fetch Metadata and
+    client hint checks; the libraries still negotiate TLS 1.3 with nginx, which those browsers
+    could not."""
+    gw, tls = front
+    url = f"https://127.0.0.1:{tls.port}/api/event"
+    before, before_tls = dropped(gw), dropped(gw, "tls13_from_old_browser")
+    sent = 0
+    for lib in LIBRARIES:
+        for name, ua in OLD_UAS.items():
+            body = json.dumps({"n": "pageview", "u": f"https://{SITE}/old/{lib}/{name}", "d": SITE}).encode()
+            headers = {"User-Agent": ua, "Content-Type": "text/plain", "Accept-Encoding": "gzip, deflate", **DRESSING}
+            assert send_with(lib, url, body, headers, tls.ca_pem) == '{"accepted":0,"dropped":1}', (lib, name)
+            sent += 1
+    assert dropped(gw) - before == sent
+    assert dropped(gw, "tls13_from_old_browser") - before_tls == sent
+    assert gw.rows("pathname LIKE '/old/%'") == []
+
+
 def test_a_library_sending_what_a_browser_sends_is_not_told_apart(front: tuple[Gateway, TLSFront]) -> None:
     """The evasion that remains (docs/shields.md): a client that speaks HTTP/2 and copies a real
     browser's whole header set, consistent with its User-Agent, passes this step; the others still

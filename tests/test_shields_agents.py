@@ -212,6 +212,44 @@ def test_http_version_counts_only_from_a_trusted_proxy_over_tls() -> None:
     assert signal(CHROME, plain, page="http://site.test/") is None  # no TLS, no ALPN
 
 
+OLD_CLAIMS = [CHROME.replace("Chrome/131", "Chrome/69"), CHROME.replace("Chrome/131", "Chrome/52"),
+              FIREFOX.replace("rv:128.0", "rv:62.0").replace("Firefox/128", "Firefox/62"),
+              SAFARI.replace("Version/17.4", "Version/12.0"),
+              IPHONE.replace("17_4", "12_0").replace("Version/17.4", "Version/12.0")]
+
+
+@pytest.mark.parametrize("ua", OLD_CLAIMS)
+def test_tls_1_3_from_a_browser_older_than_tls_1_3_is_a_library(ua: str) -> None:
+    """Chrome 70, Firefox 63 and Safari 12.1 were the first to negotiate RFC 8446 TLS 1.3; a
+    client that negotiated it with the proxy while claiming an older browser is not that browser
+    (Python's ssl, curl, node and Go speak TLS 1.3 by default). Claiming an old browser to skip
+    the Fetch Metadata and client hint checks no longer passes."""
+    headers = browser_headers(ua, HTTPS_PAGE)
+    assert signal(ua, headers) is None  # a proxy that does not say
+    assert signal(ua, {**headers, "x-forwarded-tls-version": "TLSv1.2"}) is None  # what that browser spoke
+    assert signal(ua, {**headers, "x-forwarded-tls-version": "TLSv1.3"}) == "tls13_from_old_browser"
+    assert signal(ua, {**headers, "x-forwarded-tls-version": "1.3"}) == "tls13_from_old_browser"
+
+
+@pytest.mark.parametrize("ua", BROWSERS)
+def test_tls_1_3_from_browsers_that_speak_it_is_fine(ua: str) -> None:
+    headers = browser_headers(ua, HTTPS_PAGE)
+    for spoken in ("TLSv1.3", "TLSv1.2", "", "SSLv3", "TLSv9"):
+        assert signal(ua, {**headers, "x-forwarded-tls-version": spoken}) is None, spoken
+    first = {BLINK: CHROME.replace("Chrome/131", "Chrome/70"),
+             GECKO: FIREFOX.replace("rv:128.0", "rv:63.0").replace("Firefox/128", "Firefox/63"),
+             WEBKIT: SAFARI.replace("Version/17.4", "Version/12.1")}
+    for engine, first_ua in first.items():
+        assert claim_of(first_ua).engine == engine
+        assert signal(first_ua, {**browser_headers(first_ua, HTTPS_PAGE), "x-forwarded-tls-version": "TLSv1.3"}) is None
+
+
+def test_tls_version_counts_only_from_a_trusted_proxy() -> None:
+    old = OLD_CLAIMS[0]
+    headers = {**browser_headers(old, HTTPS_PAGE), "x-forwarded-tls-version": "TLSv1.3", "host": "127.0.0.1"}
+    assert signal(old, headers, proxy=False, tls=True) is None  # a client's own word
+
+
 def test_without_request_headers_nothing_is_judged() -> None:
     event, client = request(CHROME, {})
     client.headers = None  # a client not seen in an HTTP request
@@ -231,4 +269,6 @@ def test_every_signal_is_reachable_and_the_set_is_bounded() -> None:
     for headers, kw in cases:
         seen.add(signal(CHROME, {**headers, "host": "collector.test"}, **kw))
     seen.add(signal(FIREFOX, {**browser_headers(FIREFOX, HTTPS_PAGE), "sec-ch-ua": good["sec-ch-ua"]}))
+    old = OLD_CLAIMS[0]
+    seen.add(signal(old, {**browser_headers(old, HTTPS_PAGE), "x-forwarded-tls-version": "TLSv1.3"}))
     assert seen == set(SIGNALS)

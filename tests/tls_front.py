@@ -1,7 +1,7 @@
 """A production-like front for the gateway in tests: Debian's nginx terminating TLS on a loopback
 port with a throwaway CA, proxying `/api/event` and `/js/` to the gateway (X-Forwarded-For,
-X-Forwarded-Proto, Host) and serving test pages; real browsers and HTTP libraries talk to it as
-they would to a deployed site. nginx records the headers of every event request it proxies, so
+X-Forwarded-Proto, X-Forwarded-Http-Version, X-Forwarded-Tls-Version, Host) and serving test
+pages; real browsers and HTTP libraries talk to it as they would to a deployed site. nginx records the headers of every event request it proxies, so
 tests can compare what real browsers send with tests/browser_headers.py.
 
 Also here: the HTTP libraries the tests send with, and the two real browsers the tests drive (Debian's Chromium through Playwright, and
@@ -80,10 +80,12 @@ class TLSFront:
 def _nginx_conf(base: Path, port: int, gateway_port: int, cert: Path, key: Path, www: Path) -> str:
     fields = ",".join(f'"{h}":"$http_{h.replace("-", "_")}"' for h in LOGGED if h != "content-type")
     fields += ',"content-type":"$content_type","uri":"$request_uri","x-forwarded-http-version":"$server_protocol"'
+    fields += ',"x-forwarded-tls-version":"$ssl_protocol"'
     upstream = f"http://127.0.0.1:{gateway_port}"
     proxy = (f"proxy_pass {upstream}; proxy_http_version 1.1; proxy_set_header Host $host; "
              "proxy_set_header X-Forwarded-For $remote_addr; proxy_set_header X-Forwarded-Proto $scheme; "
-             "proxy_set_header X-Forwarded-Http-Version $server_protocol;")
+             "proxy_set_header X-Forwarded-Http-Version $server_protocol; "
+             "proxy_set_header X-Forwarded-Tls-Version $ssl_protocol;")
     temp = " ".join(f"{kind}_temp_path {base}/tmp/{kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
     return f"""
 daemon off;
@@ -103,6 +105,7 @@ http {{
     server_name _;
     ssl_certificate {cert};
     ssl_certificate_key {key};
+    ssl_protocols TLSv1.2 TLSv1.3;  # nginx before 1.23.4 (Debian 12's) leaves 1.3 out by default
     location = /api/event {{ access_log {base}/events.log headers; {proxy} }}
     location /js/ {{ {proxy} }}
     location / {{ root {www}; add_header Cache-Control no-store; }}

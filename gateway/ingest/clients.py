@@ -92,7 +92,7 @@ class Client(ClientContext):
 HEADERS = ("x-forwarded-for", "x-plausible-ip-type", "cf-connecting-ip", "x-real-ip", "user-agent",
            "x-forwarded-proto", "host", "sec-fetch-site", "sec-fetch-mode", "sec-fetch-dest", "sec-ch-ua",
            "sec-ch-ua-mobile", "sec-ch-ua-platform", "origin", "accept-language", "accept-encoding",
-           "x-forwarded-http-version")
+           "x-forwarded-http-version", "x-forwarded-tls-version")
 # The same names as multidict's case-insensitive strings: Sanic's request headers are a
 # CIMultiDict, which folds a plain str key's case on every lookup but not an istr's. They are
 # equal to, and hash like, the plain names, so a plain dict of headers works as well.
@@ -130,13 +130,22 @@ def _http_version(value: str | None) -> str | None:
     return {"1.0": "1.0", "1.1": "1.1", "2": "2", "2.0": "2", "3": "3", "3.0": "3"}.get(number)
 
 
+def _tls_version(value: str | None) -> str | None:
+    """ "1.0" to "1.3" from the TLS version a proxy says the client negotiated ("TLSv1.3", as
+    nginx's $ssl_protocol writes it, or "1.3"); None for anything else."""
+    if not value:
+        return None
+    number = value.strip().upper().removeprefix("TLSV").removeprefix("TLS").strip()
+    return number if number in ("1.0", "1.1", "1.2", "1.3") else None
+
+
 def read_browser_headers(values: tuple[str | None, ...], from_proxy: bool, tls: bool) -> BrowserHeaders:
     """`BrowserHeaders` from the values of `HEADERS[5:]` (x-forwarded-proto, host, the browser
-    headers, x-forwarded-http-version). The transport and the HTTP version are what a trusted
-    proxy said (None if it did not), or for a direct request the socket's transport;
-    a loopback Host counts only on a direct request, since a proxy may rewrite Host to its
-    upstream's address."""
-    proto, host, site, mode, dest, ch_ua, ch_mobile, ch_platform, origin, language, encoding, version = values
+    headers, x-forwarded-http-version, x-forwarded-tls-version). The transport, the HTTP
+    version and the TLS version are what a trusted proxy said (None if it did not), or for a
+    direct request the socket's transport; a loopback Host counts only on a direct request,
+    since a proxy may rewrite Host to its upstream's address."""
+    proto, host, site, mode, dest, ch_ua, ch_mobile, ch_platform, origin, language, encoding, version, tls_version = values
     if from_proxy:
         transport = proto.strip().lower() if proto else None
         if transport not in ("https", "http"):
@@ -144,8 +153,10 @@ def read_browser_headers(values: tuple[str | None, ...], from_proxy: bool, tls: 
     else:
         transport = "https" if tls else "http"
         version = None  # the gateway's own socket speaks HTTP/1.1 whatever the client could
+        tls_version = None  # a client's own word
     return BrowserHeaders(site, mode, dest, ch_ua, ch_mobile, ch_platform, origin, language, encoding,
-                          transport, not from_proxy and _loopback(host), _http_version(version))
+                          transport, not from_proxy and _loopback(host), _http_version(version),
+                          _tls_version(tls_version))
 
 
 class ClientMemo:
