@@ -183,9 +183,8 @@ class ClientMemo:
         if self._generation.value != self._seen:
             self._seen = self._generation.value
             self._cached.cache_clear()
-        get = headers.get
-        values = tuple(get(k) for k in _KEYS)
-        if sum(len(v) for v in values if v is not None) + len(peer) > MAX_KEY_CHARS:
+        values = tuple(map(headers.get, _KEYS))  # map over a bound method: no generator frame
+        if sum(map(len, filter(None, values))) + len(peer) > MAX_KEY_CHARS:
             return self._fresh(peer, values, tls, False)
         return self._cached(peer, values, tls)
 
