@@ -57,11 +57,49 @@ def test_mixed_batch_is_207_and_none_valid_is_400_with_details(gw: Gateway) -> N
     assert gw.api("POST", "/api/v1/events", key, content=b"{nope").status_code == 400
 
 
+def _refused(r: Any, status: int) -> None:
+    """An auth refusal: `status` with the API's `{"error": ...}` body and nothing else."""
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert list(body) == ["error"] and isinstance(body["error"], str) and body["error"], body
+    if status == 401:
+        assert r.headers["www-authenticate"].startswith("Bearer")
+    if status == 429:
+        assert int(r.headers["retry-after"]) >= 1
+
+
+@pytest.mark.parametrize("header", [None, "Bearer", "Bearer nonsense", "Basic dXNlcjpwYXNz", "egk_x",
+                                    "Bearer egk_000000000000_" + "A" * 43, "Bearer egk_00000000000_" + "A" * 44])
+def test_missing_malformed_and_unknown_keys_get_401_with_an_error(gw: Gateway, header: str | None) -> None:
+    headers = {} if header is None else {"authorization": header}
+    _refused(gw.client.post("/api/v1/events", content=json.dumps({"events": [{"name": "a", "path": "/"}]}),
+                            headers=headers), 401)
+    assert gw.rows() == []
+
+
 @pytest.mark.parametrize("scope", ["read", "manage"])
-def test_auth_failures_are_401_or_403(gw: Gateway, scope: str) -> None:
-    assert send(gw, None, [{"name": "a", "path": "/"}]).status_code == 401
-    assert send(gw, "egk_000000000000_" + "A" * 43, [{"name": "a", "path": "/"}]).status_code == 401
-    assert send(gw, gw.key("shop.test", scope), [{"name": "a", "path": "/"}]).status_code == 403
+def test_a_key_of_another_scope_gets_401_here_and_keeps_its_403_on_the_console(gw: Gateway, scope: str) -> None:
+    key = gw.key("shop.test", scope)
+    _refused(send(gw, key, [{"name": "a", "path": "/"}]), 401)
+    assert gw.api("GET", "/api/v1/sites/shop.test/summary", key).status_code == 200  # the key itself is good
+    ingest = gw.key("shop.test", "ingest")
+    _refused(gw.api("GET", "/api/v1/sites/shop.test/summary", ingest), 403)
+    if scope == "read":  # the console still answers a read key that tries to write with 403
+        _refused(gw.api("PUT", "/api/v1/sites/shop.test/shields", key, json={"shields": {}}), 403)
+
+
+def test_failed_attempts_are_limited_per_client_with_429_and_wrong_scopes_count(gw: Gateway) -> None:
+    good, read = gw.key("shop.test", "ingest"), gw.key("shop.test", "read")
+    client = {"x-forwarded-for": "198.51.100.61"}
+    batch = [{"name": "a", "path": "/"}]
+    answers = [send(gw, "egk_000000000000_" + "B" * 43 if i % 2 else read, batch, headers=client) for i in range(24)]
+    for r in answers[:20]:
+        _refused(r, 401)
+    for r in answers[20:]:
+        _refused(r, 429)
+    _refused(send(gw, good, batch, headers=client), 429)  # even a good key, from that client
+    assert send(gw, good, batch, headers={"x-forwarded-for": "198.51.100.62"}).json() == {"accepted": 1}
+    assert "198.51.100.61" not in gw.log()
 
 
 def test_a_revoked_key_is_refused_within_5_seconds(gw: Gateway) -> None:
@@ -69,8 +107,9 @@ def test_a_revoked_key_is_refused_within_5_seconds(gw: Gateway) -> None:
     assert send(gw, key, [{"name": "a", "path": "/"}]).status_code == 202
     assert gw.cli("keys", "revoke", parse_token(key)[0]).returncode == 0  # type: ignore[index]
     deadline = time.monotonic() + 5
-    while send(gw, key, [{"name": "a", "path": "/"}], headers={"x-forwarded-for": "203.0.113.77"}).status_code != 401:
-        assert time.monotonic() < deadline
+    while (r := send(gw, key, [{"name": "a", "path": "/"}], headers={"x-forwarded-for": "203.0.113.77"})).status_code != 401:
+        assert r.status_code == 202 and time.monotonic() < deadline
+    _refused(r, 401)
 
 
 def test_the_key_bucket_answers_429_then_recovers(gw: Gateway) -> None:

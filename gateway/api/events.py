@@ -1,7 +1,8 @@
 """`POST /api/v1/events`: server-side events in batches, with an ingest key (docs/server-api.md).
 
-In the order its answers are decided: too many failed key attempts → 429 · no or a bad key → 401
-(an ingest key's site that is no longer configured too) · body over `[server_api]
+In the order its answers are decided: too many failed key attempts → 429 · no key, a malformed,
+unknown or revoked one, or a key of another scope → 401 (an ingest key's site that is no longer
+configured too) · body over `[server_api]
 max_body_bytes`, after gzip is undone, or inflating more than `max_inflation_ratio` → 413 · not
 `{"events": [1..max_events objects]}` → 400 · the key's token bucket (one token per event) →
 429 · spool full → 503 · each event validated (gateway/ingest/server_events.py); none valid →
@@ -67,7 +68,7 @@ def _details(errors: list[dict[str, Any]]) -> list[str]:
 
 
 async def ingest(request: Request) -> HTTPResponse:
-    auth = await authenticate(request, None, "ingest")
+    auth = await authenticate(request, None, "ingest", wrong_scope=401)
     if isinstance(auth, HTTPResponse):
         return auth
     key, _ = auth

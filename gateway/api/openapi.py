@@ -273,7 +273,10 @@ PATHS: dict[str, Any] = {
                 "207": _json(_ref("ServerAnswer"), "Some events were invalid (`errors`, `details`); the valid "
                                                    "ones were kept."),
                 "400": _json(_ref("ServerErrors"), "The body is unusable, or no event in it is valid."),
-                **{k: v for k, v in _AUTH_ANSWERS.items() if k not in ("404", "429")},
+                "401": _json(_ERROR, "No key, a malformed, unknown or revoked one, a key of another scope than "
+                                     "ingest, or a key whose site is no longer configured.",
+                             _AUTH_ANSWERS["401"]["headers"]),
+                "403": _json(_ERROR, "A cross-site request rode the console cookie."),
                 "413": _json(_ERROR, "The body, after gzip is undone, is larger than [server_api] max_body_bytes, "
                                      "or it inflates more than max_inflation_ratio."),
                 "429": _json(_ERROR, "The key's events per minute, or too many failed key attempts.", _RETRY),
