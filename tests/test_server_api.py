@@ -132,6 +132,32 @@ def test_gzip_bodies_and_a_gzip_bomb(gw: Gateway) -> None:
     assert r.status_code == 413 and time.monotonic() - started < 2
 
 
+def _body_of(size: int) -> bytes:
+    """A valid one-event batch padded with JSON whitespace to exactly `size` bytes."""
+    body = json.dumps({"events": [{"name": "big", "path": "/big"}]}).encode()
+    return body[:-1] + b" " * (size - len(body)) + b"}"
+
+
+def test_a_body_just_over_the_byte_limit_is_413_in_this_apis_shape(gw: Gateway) -> None:
+    key, limit = gw.key("shop.test", "ingest"), 4 * 1024 * 1024  # [server_api] max_body_bytes
+    assert send(gw, key, [{"name": "small", "path": "/"}]).status_code == 202
+    at_limit = gw.api("POST", "/api/v1/events", key, content=_body_of(limit))
+    assert at_limit.json() == {"accepted": 1}
+    over = gw.api("POST", "/api/v1/events", key, content=_body_of(limit + 1))  # Sanic's own limit
+    assert over.status_code == 413 and over.json() == {"error": f"the body is larger than {limit} bytes (after gzip is undone)"}
+
+    def chunks() -> Any:
+        body = _body_of(limit + 1)
+        for i in range(0, len(body), 65536):
+            yield body[i:i + 65536]
+
+    chunked = gw.api("POST", "/api/v1/events", key, content=chunks())
+    assert chunked.status_code == 413 and list(chunked.json()) == ["error"]
+    # /api/event keeps its own shape for the same refusal
+    assert gw.post(content=_body_of(limit + 1)).json() == {"errors": {"request": ["request body is too large"]}}
+    assert [r["name"] for r in gw.wait_rows(2)] == ["small", "big"]
+
+
 def test_consent_false_drops_as_no_consent_and_leaves_a_record(gw: Gateway) -> None:
     key = gw.key("shop.test", "ingest")
     r = send(gw, key, [{"name": "a", "path": "/c", "consentGiven": False}, {"name": "b", "path": "/c"}])

@@ -37,7 +37,9 @@ from gateway.ingest.visitor import visitor_id
 from gateway.runtime import Runtime
 from shields.model import DropReason, Verdict
 
-__all__ = ["ingest"]
+__all__ = ["PATH", "ingest", "too_large"]
+
+PATH = "/api/v1/events"
 
 _NO_CONSENT = Verdict(DropReason.NO_CONSENT, detail="consentGiven: false", evidence="")
 
@@ -67,6 +69,13 @@ def _details(errors: list[dict[str, Any]]) -> list[str]:
             for message in messages]
 
 
+def too_large(request: Request) -> HTTPResponse:
+    """413: the body, as sent or once gzip is undone, is over `[server_api] max_body_bytes` (also
+    the answer to a body over Sanic's own limit, refused before `ingest` runs)."""
+    limit = runtime(request).config.server_api.max_body_bytes
+    return json({"error": f"the body is larger than {limit} bytes (after gzip is undone)"}, 413)
+
+
 async def ingest(request: Request) -> HTTPResponse:
     auth = await authenticate(request, None, "ingest", wrong_scope=401)
     if isinstance(auth, HTTPResponse):
@@ -85,7 +94,7 @@ async def ingest(request: Request) -> HTTPResponse:
             raise _TooLarge
         doc = orjson.loads(body)
     except _TooLarge:
-        return json({"error": f"the body is larger than {api.max_body_bytes} bytes (after gzip is undone)"}, 413)
+        return too_large(request)
     except (ValueError, orjson.JSONDecodeError) as exc:
         return json({"error": "the body must be JSON: {\"events\": [...]}", "details": [str(exc)[:200]]}, 400)
     items = doc.get("events") if isinstance(doc, dict) else None
