@@ -228,3 +228,15 @@ def test_other_apis_field_names_are_read_as_aliases(gw: Gateway) -> None:
     assert (signup["meta.key"], signup["meta.value"]) == ('["plan"]', '["pro"]')
     assert (upgrade["meta.key"], upgrade["meta.value"]) == ('["tier"]', '["2"]')
     assert upgrade["timestamp"] == time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t_ms // 1000))
+
+
+def test_events_with_no_visitor_fields_share_one_visitor_per_request(gw: Gateway) -> None:
+    key = gw.key("shop.test", "ingest")
+    first = [{"name": "a", "path": "/1", "eventId": "r1-a"}, {"name": "b", "path": "/2", "eventId": "r1-b"},
+             {"name": "c", "path": "/3"}, {"name": "d", "path": "/4", "anonymousId": "customer-9"}]
+    assert send(gw, key, first).json() == {"accepted": 4}
+    assert send(gw, key, [{"name": "e", "path": "/5", "eventId": "r2-e"}]).json() == {"accepted": 1}
+    visitor = {r["name"]: r["user_id"] for r in gw.wait_rows(5)}
+    assert visitor["a"] == visitor["b"] == visitor["c"]  # one request, no visitor fields: one visitor
+    assert visitor["d"] != visitor["a"]  # an anonymousId is its own visitor
+    assert visitor["e"] not in (visitor["a"], visitor["d"])  # another request, another visitor

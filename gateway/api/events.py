@@ -11,8 +11,8 @@ vouches for the sender; with no forwarded User-Agent, minus the User-Agent steps
 the events' own times to the spool · 202, or 207 when some events were invalid.
 
 The visitor: with `ip` and `userAgent`, the same keyed daily hash as a browser event of that
-visitor, so the two join; with an `anonymousId`, a keyed daily hash of it; with neither, one id
-for the request (derived from `eventId` when given, so a retry stores the same row).
+visitor, so the two join; with an `anonymousId`, a keyed daily hash of it; with neither, one
+random id shared by those events of the request.
 """
 
 from __future__ import annotations
@@ -182,9 +182,7 @@ def _decide_and_build(rt: Runtime, events: list[ServerEvent]) -> tuple[list[tupl
                 user_id = row[4]  # the browser visitor's own daily id
             elif e.visitor is not None:
                 user_id = visitor_id(salt, "\x00anonymous\x00" + e.visitor, None, site.domain, event.hostname)
-            elif e.event_id:
-                user_id = visitor_id(salt, "\x00event\x00" + e.event_id, None, site.domain, event.hostname)
-            else:
+            else:  # an eventId does not name a visitor: a retry is found by its event_id instead
                 user_id = request_visitor
             rows.append((event_id, e.timestamp, row[2], row[3], user_id, *row[5:]))
     return rows, dropped
