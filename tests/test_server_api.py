@@ -240,3 +240,18 @@ def test_events_with_no_visitor_fields_share_one_visitor_per_request(gw: Gateway
     assert visitor["a"] == visitor["b"] == visitor["c"]  # one request, no visitor fields: one visitor
     assert visitor["d"] != visitor["a"]  # an anonymousId is its own visitor
     assert visitor["e"] not in (visitor["a"], visitor["d"])  # another request, another visitor
+
+
+def test_ignored_names_each_field_once_across_events_and_message_id_is_read_not_ignored(gw: Gateway) -> None:
+    key = gw.key("shop.test", "ingest")
+    batch = [{"name": "a", "path": "/m", "messageId": "m-1", "email": "a@example.com", "pageTitle": "A"},
+             {"name": "b", "path": "/m", "message_id": "m-2", "email": "b@example.com", "sessionId": "s-1",
+              "context": {"library": "x"}},
+             {"name": "c", "path": "/m", "email": "c@example.com", "pageTitle": "C", "sessionId": "s-2"}]
+    r = send(gw, key, batch)
+    assert r.json() == {"accepted": 3, "ignored": ["context", "email", "pageTitle", "sessionId"]}
+    assert send(gw, key, batch[:2]).json()["accepted"] == 2  # a retry, by messageId / message_id
+    time.sleep(1.0)
+    rows = gw.wait_rows(3)
+    assert sorted(r["name"] for r in rows) == ["a", "b", "c"]
+    assert len(gw.rows()) == 3

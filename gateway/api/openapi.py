@@ -13,6 +13,7 @@ import orjson
 from sanic import Request
 from sanic.response import HTTPResponse
 
+from gateway.ingest.server_events import EVENT_ID
 from gateway.store.queries import INTERVALS, TOP_FIELDS
 from shields.model import DropReason
 
@@ -211,7 +212,7 @@ _SERVER_FIELDS: dict[str, Any] = {
     **{n: {"type": ["string", "integer"], "description": "The sender's anonymous visitor id (hashed daily)."}
        for n in ("anonymousId", "anonymous_id", "visitorId", "visitor_id")},
     **{n: {"type": "string", "minLength": 1, "maxLength": 64, "description": "Makes a retried event stored once."}
-       for n in ("eventId", "event_id", "messageId")},
+       for n in EVENT_ID},
     **{n: {"type": "boolean", "description": "false: dropped as no_consent."}
        for n in ("consentGiven", "consent_given", "consent")},
     "revenue": {}, "interactive": {}, "hashMode": {},

@@ -24,7 +24,7 @@ from gateway.ingest.body import ParsedEvent, parse_event
 from gateway.ingest.client_ip import parse_ip
 from shields.model import IPAddress
 
-__all__ = ["IDENTITY_FIELDS", "MAX_EVENT_ID", "ServerEvent", "normalise", "stored_event_id"]
+__all__ = ["EVENT_ID", "IDENTITY_FIELDS", "MAX_EVENT_ID", "ServerEvent", "normalise", "stored_event_id"]
 
 MAX_EVENT_ID = 64
 MAX_VISITOR_ID = 200
@@ -38,6 +38,7 @@ _REFERRER = ("referrer", "referer", "referrerUrl")
 _TIME = ("timestamp", "ts", "time", "occurredAt", "occurred_at", "sentAt")
 _VISITOR = ("anonymousId", "anonymous_id", "visitorId", "visitor_id")
 _UA = ("userAgent", "user_agent", "ua")
+EVENT_ID = ("eventId", "event_id", "messageId", "message_id")
 _UTM = ("source", "medium", "campaign", "content", "term")
 _UTM_KEYS = {f"utm{k.title()}": f"utm_{k}" for k in _UTM} | {f"utm_{k}": f"utm_{k}" for k in _UTM}
 # Identity of the person: never stored, whatever the sender's API calls it.
@@ -48,10 +49,9 @@ IDENTITY_FIELDS = frozenset({
 })
 # Read, then left out on purpose: no column holds them (sessions are the sink's own).
 NOT_STORED = frozenset({"pageTitle", "page_title", "title", "sessionId", "session_id", "context", "channel",
-                        "messageId", "message_id", "library", "integrations"})
-_KNOWN = frozenset({*_NAME, *_URL, *_PROPS, *_REFERRER, *_TIME, *_VISITOR, *_UA, *_UTM_KEYS, "path", "utm", "ip",
-                    "revenue", "interactive", "hashMode", "consentGiven", "consent_given", "consent", "eventId",
-                    "event_id", "messageId", "domain"})
+                        "library", "integrations"})
+_KNOWN = frozenset({*_NAME, *_URL, *_PROPS, *_REFERRER, *_TIME, *_VISITOR, *_UA, *_UTM_KEYS, *EVENT_ID, "path", "utm",
+                    "ip", "revenue", "interactive", "hashMode", "consentGiven", "consent_given", "consent", "domain"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +167,7 @@ def normalise(obj: Any, domain: str, now: float, max_age: float) -> ServerEvent 
         bad("timestamp", "must be ISO 8601 or Unix milliseconds")
     elif isinstance(when, str):
         bad("timestamp", when)
-    event_id = obj.get("eventId", obj.get("event_id", obj.get("messageId")))
+    _, event_id = _first(obj, EVENT_ID)
     if event_id is not None and (not isinstance(event_id, str) or not 0 < len(event_id) <= MAX_EVENT_ID):
         bad("eventId", f"must be a string of 1 to {MAX_EVENT_ID} characters")
         event_id = None
