@@ -255,3 +255,33 @@ def test_ignored_names_each_field_once_across_events_and_message_id_is_read_not_
     rows = gw.wait_rows(3)
     assert sorted(r["name"] for r in rows) == ["a", "b", "c"]
     assert len(gw.rows()) == 3
+
+
+def _iso(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+def test_timestamps_from_max_age_ago_to_5_minutes_ahead_each_event_on_its_own(gw: Gateway) -> None:
+    key, now = gw.key("shop.test", "ingest"), time.time()
+    r = send(gw, key, [{"name": "old-ok", "path": "/", "timestamp": int((now - 7 * 86400 + 120) * 1000)},
+                       {"name": "too-old", "path": "/", "timestamp": int((now - 7 * 86400 - 120) * 1000)},
+                       {"name": "soon", "path": "/", "timestamp": _iso(now + 240)},
+                       {"name": "too-soon", "path": "/", "timestamp": _iso(now + 420)},
+                       {"name": "too-soon-ms", "path": "/", "timestamp": int((now + 420) * 1000)}])
+    assert r.status_code == 207 and r.json()["accepted"] == 2, r.text
+    assert r.json()["errors"] == [{"index": 1, "errors": {"timestamp": ["is older than the accepted age"]}},
+                                  {"index": 3, "errors": {"timestamp": ["is more than 5 minutes in the future"]}},
+                                  {"index": 4, "errors": {"timestamp": ["is more than 5 minutes in the future"]}}]
+    stored = {row["name"]: row["timestamp"] for row in gw.wait_rows(2)}
+    assert stored["soon"] == time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(int(now + 240)))
+
+
+def test_a_changed_max_age_is_honoured(start_gateway: Callable[..., Gateway]) -> None:
+    gw = start_gateway(sites=SITES, extra='[server_api]\nmax_age = "36h"\n')
+    key, now = gw.key("shop.test", "ingest"), time.time()
+    r = send(gw, key, [{"name": "a", "path": "/", "timestamp": _iso(now - 35 * 3600)},
+                       {"name": "b", "path": "/", "timestamp": _iso(now - 37 * 3600)},
+                       {"name": "c", "path": "/", "timestamp": _iso(now - 3 * 86400)}])  # within the default 7d
+    assert r.status_code == 207 and r.json()["accepted"] == 1
+    assert [e["index"] for e in r.json()["errors"]] == [1, 2]
+    assert [row["name"] for row in gw.wait_rows(1)] == ["a"]

@@ -111,11 +111,10 @@ async def ingest(request: Request) -> HTTPResponse:
         return json({"error": "temporarily unable to accept events"}, 503, {"retry-after": "5"})
 
     now = time.time()
-    max_age = api.max_age_days * 86400.0
     errors: list[dict[str, Any]] = []
     valid: list[ServerEvent] = []
     for i, obj in enumerate(items):
-        result = normalise(obj, site.domain, now, max_age)
+        result = normalise(obj, site.domain, now, api.max_age_seconds)
         if isinstance(result, ServerEvent):
             valid.append(result)
         else:

@@ -201,7 +201,7 @@ _SERVER_FIELDS: dict[str, Any] = {
        for n in ("props", "properties", "metadata", "meta")},
     **{n: {"type": ["string", "null"]} for n in ("referrer", "referer", "referrerUrl")},
     **{n: {"type": ["string", "integer"], "description": "ISO 8601, or Unix milliseconds; from [server_api] "
-                                                          "max_age_days ago to 5 minutes ahead."}
+                                                          "max_age (7 days) ago to 5 minutes ahead."}
        for n in ("timestamp", "ts", "time", "occurredAt", "occurred_at", "sentAt")},
     **{f"utm{k.title()}": {"type": "string"} for k in ("source", "medium", "campaign", "content", "term")},
     "utm": {"type": "object", "properties": {k: {"type": "string"} for k in
