@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import sqlite3
 import time
 from collections.abc import Callable
 from typing import Any
@@ -119,6 +120,58 @@ def test_the_key_bucket_answers_429_then_recovers(gw: Gateway) -> None:
     assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
     time.sleep(2.2)  # one token a second
     assert send(gw, key, [{"name": "a", "path": "/"}] * 2).status_code == 202
+
+
+def test_a_batch_over_the_bucket_is_413_naming_its_size_and_only_valid_events_take_tokens(gw: Gateway) -> None:
+    key = gw.key("tiny.test", "ingest")  # 60 a minute, burst 5
+    ok, bad = {"name": "a", "path": "/"}, {"path": "/"}
+    r = send(gw, key, [ok] * 6)
+    assert r.status_code == 413 and r.json() == {
+        "error": "this key's bucket holds 5 events: send at most 5 valid events in one batch"}
+    assert "retry-after" not in r.headers
+    assert send(gw, key, [bad] * 8).status_code == 400  # none valid: no token taken
+    r = send(gw, key, [ok] * 5 + [bad] * 3)  # 8 events, 5 valid: they fit, and take the 5 tokens
+    assert r.status_code == 207 and r.json()["accepted"] == 5
+    r = send(gw, key, [ok])
+    assert r.status_code == 429 and 1 <= int(r.headers["retry-after"]) <= 2
+
+
+def test_a_batch_refused_with_503_takes_no_tokens(start_gateway: Callable[..., Gateway]) -> None:
+    budget = 60_000
+    gw = start_gateway(sites={"meter": 'domain = "meter.test"\n[server_api]\nevents_per_minute = 1\nburst = 400\n'},
+                       extra=f"[spool]\nmax_disk_bytes = {budget}\nsegment_bytes = 8192\n", flush_interval=0.2)
+    key = gw.key("meter.test", "ingest")
+    assert send(gw, key, [{"name": "first", "path": "/"}]).json() == {"accepted": 1}
+    assert gw.wait_rows(1)
+    lock = sqlite3.connect(gw.sqlite_path, timeout=1, isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")  # the sink cannot write: the spool fills up to its budget
+    padded = [{"name": "pad", "path": "/", "props": {"pad": "x" * 1500}}] * 10
+    spent, refused = 1, 0
+    try:
+        while refused < 5:
+            r = send(gw, key, padded)
+            if r.status_code == 202:
+                assert refused == 0 and spent < 300, "the spool budget was never enforced"
+                spent += 10
+            else:
+                assert r.status_code == 503 and int(r.headers["retry-after"]) > 0, r.text
+                refused += 1
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+
+    def drained(rows: int) -> None:
+        assert len(gw.wait_rows(rows, timeout=30)) == rows
+        deadline = time.monotonic() + 30
+        while send(gw, key, [{"path": "/"}]).status_code == 503:  # 400 once the spool has room: no token spent
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+
+    drained(spent)
+    # Every token the 50 refused events would have cost is still there, and not one more.
+    assert send(gw, key, [{"name": "rest", "path": "/"}] * (400 - spent)).json() == {"accepted": 400 - spent}
+    drained(400)
+    assert send(gw, key, [{"name": "over", "path": "/"}]).status_code == 429
 
 
 def test_gzip_bodies_and_a_gzip_bomb(gw: Gateway) -> None:

@@ -2,13 +2,14 @@
 
 In the order its answers are decided: too many failed key attempts → 429 · no key, a malformed,
 unknown or revoked one, or a key of another scope → 401 (an ingest key's site that is no longer
-configured too) · body over `[server_api]
-max_body_bytes`, after gzip is undone, or inflating more than `max_inflation_ratio` → 413 · not
-`{"events": [1..max_events objects]}` → 400 · the key's token bucket (one token per event) →
-429 · spool full → 503 · each event validated (gateway/ingest/server_events.py); none valid →
-400 with per-event errors and `details` lines · the steps, minus `spoofed_agent` (the key
-vouches for the sender; with no forwarded User-Agent, minus the User-Agent steps too) · rows at
-the events' own times to the spool · 202, or 207 when some events were invalid.
+configured too) · body over `[server_api] max_body_bytes`, as sent or once gzip is undone, or
+inflating more than `max_inflation_ratio` → 413 · not `{"events": [1..max_events objects]}` →
+400 · spool full → 503 · each event validated (gateway/ingest/server_events.py); none valid →
+400 with per-event errors and `details` lines · more valid events than the key's bucket holds
+(`burst`) → 413, since they could never fit · the bucket, one token per valid event → 429 (a
+503 below gives the tokens back) · the steps, minus `spoofed_agent` (the key vouches for the
+sender; with no forwarded User-Agent, minus the User-Agent steps too) · rows at the events' own
+times to the spool · 202, or 207 when some events were invalid.
 
 The visitor: with `ip` and `userAgent`, the same keyed daily hash as a browser event of that
 visitor, so the two join; with an `anonymousId`, a keyed daily hash of it; with neither, one
@@ -101,12 +102,6 @@ async def ingest(request: Request) -> HTTPResponse:
     if not isinstance(items, list) or not 1 <= len(items) <= api.max_events:
         return json({"error": f"the body must be {{\"events\": [...]}} with 1 to {api.max_events} events"}, 400)
 
-    rate = site.server_api_rate.events_per_minute or api.events_per_minute
-    burst = site.server_api_rate.burst or api.burst or max(rate, api.max_events)
-    ok, wait = rt.limiter.take(f"ingest:{key.id}", len(items), rate, burst)
-    if not ok:
-        return json({"error": f"this key may send {rate} events a minute"}, 429,
-                    {"retry-after": str(max(1, math.ceil(wait)))})
     if not rt.spool.has_room():
         return json({"error": "temporarily unable to accept events"}, 503, {"retry-after": "5"})
 
@@ -128,11 +123,24 @@ async def ingest(request: Request) -> HTTPResponse:
             answer["ignored"] = ignored
         return json(answer, 400)
 
+    # One token per valid event (an invalid one costs the sender its error, not its quota).
+    rate = site.server_api_rate.events_per_minute or api.events_per_minute
+    burst = site.server_api_rate.burst or api.burst or max(rate, api.max_events)
+    if len(valid) > burst:  # it would never fit: a 429 would promise a wait that cannot end
+        return json({"error": f"this key's bucket holds {burst} events: send at most {burst} valid events "
+                              "in one batch"}, 413)
+    bucket = f"ingest:{key.id}"
+    ok, wait = rt.limiter.take(bucket, len(valid), rate, burst)
+    if not ok:
+        return json({"error": f"this key may send {rate} events a minute"}, 429,
+                    {"retry-after": str(max(1, math.ceil(wait)))})
+
     rows, dropped = _decide_and_build(rt, valid)
     if rows:
         try:
             rt.spool.append(rows)
         except OSError:
+            rt.limiter.give_back(bucket, len(valid), rate, burst)  # nothing was kept: the retry pays once
             return json({"error": "temporarily unable to accept events"}, 503, {"retry-after": "5"})
     rt.executor.count_invalid(len(errors))
     answer = {"accepted": len(rows)}

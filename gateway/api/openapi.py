@@ -278,8 +278,9 @@ PATHS: dict[str, Any] = {
                                      "ingest, or a key whose site is no longer configured.",
                              _AUTH_ANSWERS["401"]["headers"]),
                 "403": _json(_ERROR, "A cross-site request rode the console cookie."),
-                "413": _json(_ERROR, "The body, after gzip is undone, is larger than [server_api] max_body_bytes, "
-                                     "or it inflates more than max_inflation_ratio."),
+                "413": _json(_ERROR, "The body, as sent or after gzip is undone, is larger than [server_api] "
+                                     "max_body_bytes, or it inflates more than max_inflation_ratio; or the batch "
+                                     "has more valid events than the key's bucket holds (burst)."),
                 "429": _json(_ERROR, "The key's events per minute, or too many failed key attempts.", _RETRY),
                 "503": _json(_ERROR, "The keys cannot be checked, or the spool cannot take more, right now.", _RETRY),
             },
