@@ -222,14 +222,20 @@ def test_consent_false_drops_as_no_consent_and_leaves_a_record(gw: Gateway) -> N
     assert [d["reason"] for d in gw.table_rows("drops")] == ["no_consent"]
 
 
-def test_a_retried_batch_is_stored_once(gw: Gateway) -> None:
+def test_a_batch_retried_seconds_later_is_stored_once(gw: Gateway) -> None:
     key = gw.key("shop.test", "ingest")
-    batch = [{"name": "Order", "path": f"/o/{i}", "eventId": f"order-{i}"} for i in range(5)]
-    assert send(gw, key, batch).status_code == 202
-    assert send(gw, key, batch).status_code == 202
-    gw.wait_rows(5)
-    time.sleep(1.0)
-    assert len(gw.rows()) == 5
+    # No timestamps (each copy's row time is its arrival), and visitors of every kind.
+    batch = [{"name": "Order", "path": f"/o/{i}", "eventId": f"order-{i}",
+              **[{}, {"anonymousId": "customer-1"}, {"ip": "203.0.113.30", "userAgent": CHROME}][i % 3]}
+             for i in range(6)]
+    assert send(gw, key, batch).json() == {"accepted": 6}
+    first = sorted((r["event_id"], r["timestamp"], r["user_id"]) for r in gw.wait_rows(6))
+    time.sleep(1.2)  # the retry lands in a later second, from another request
+    assert send(gw, key, batch).json() == {"accepted": 6}
+    assert send(gw, key, [{"name": "Later", "path": "/"}]).status_code == 202
+    gw.wait_rows(7)  # the retry was shipped before this one, or with it
+    assert sorted((r["event_id"], r["timestamp"], r["user_id"]) for r in gw.rows("name = 'Order'")) == first
+    assert all(r[0].startswith("s") and len(r[0]) == 32 for r in first)
 
 
 def test_forwarded_visitor_meets_the_site_rules_and_joins_its_browser_events(gw: Gateway) -> None:

@@ -22,6 +22,7 @@ from urllib.parse import urlencode, urlsplit
 
 from gateway.ingest.body import ParsedEvent, parse_event
 from gateway.ingest.client_ip import parse_ip
+from gateway.schema import SENDER_ID_MARK
 from shields.model import IPAddress
 
 __all__ = ["EVENT_ID", "IDENTITY_FIELDS", "MAX_EVENT_ID", "ServerEvent", "normalise", "stored_event_id"]
@@ -67,8 +68,10 @@ class ServerEvent:
 
 def stored_event_id(domain: str, event_id: str) -> str:
     """The stored `event_id` of a sender's `eventId`: the same for a retried event of the same
-    site, so the sinks keep one copy (32 hex digits, like the gateway's own ids)."""
-    return hashlib.blake2b(f"{domain}\x00{event_id}".encode(), digest_size=16).hexdigest()
+    site, so the sinks keep one copy. 32 characters like the gateway's own ids, but marked
+    (`SENDER_ID_MARK`, then 31 hex digits) so a sink knows which ids a retry may repeat."""
+    digest = hashlib.blake2b(f"{domain}\x00{event_id}".encode(), digest_size=16).hexdigest()
+    return SENDER_ID_MARK + digest[:31]
 
 
 def _first(obj: Mapping[str, Any], names: tuple[str, ...]) -> tuple[str | None, Any]:
