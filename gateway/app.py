@@ -53,6 +53,7 @@ def create_app(config_path: str) -> Sanic[Any, Any]:
     app.config.REQUEST_TIMEOUT = 10
     app.config.KEEP_ALIVE_TIMEOUT = 30
     app.ctx.config = config
+    app.ctx.openapi = openapi.served(config.server_api)
     app.register_listener(_start, "before_server_start")
     app.register_listener(_stop, "before_server_stop")
 

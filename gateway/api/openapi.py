@@ -7,17 +7,19 @@ and runs Schemathesis against the live server with it: every answer must conform
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import orjson
 from sanic import Request
 from sanic.response import HTTPResponse
 
-from gateway.ingest.server_events import EVENT_ID
+from gateway.config import ServerApiConfig
+from gateway.ingest.server_events import EVENT_ID, MAX_EVENT_ID, MAX_IGNORED, MAX_UA
 from gateway.store.queries import INTERVALS, TOP_FIELDS
 from shields.model import DropReason
 
-__all__ = ["DOCUMENT", "document", "openapi"]
+__all__ = ["DOCUMENT", "document", "openapi", "served"]
 
 REASONS = sorted(r.value for r in DropReason)
 
@@ -207,11 +209,12 @@ _SERVER_FIELDS: dict[str, Any] = {
     "utm": {"type": "object", "properties": {k: {"type": "string"} for k in
                                              ("source", "medium", "campaign", "content", "term")}},
     "ip": {"type": "string", "maxLength": 64, "description": "The visitor's IP address (never stored)."},
-    **{n: {"type": "string", "maxLength": 1000, "description": "The visitor's User-Agent (never stored)."}
+    **{n: {"type": "string", "maxLength": MAX_UA, "description": "The visitor's User-Agent (never stored)."}
        for n in ("userAgent", "user_agent", "ua")},
     **{n: {"type": ["string", "integer"], "description": "The sender's anonymous visitor id (hashed daily)."}
        for n in ("anonymousId", "anonymous_id", "visitorId", "visitor_id")},
-    **{n: {"type": "string", "minLength": 1, "maxLength": 64, "description": "Makes a retried event stored once."}
+    **{n: {"type": "string", "minLength": 1, "maxLength": MAX_EVENT_ID,
+           "description": "Makes a retried event stored once."}
        for n in EVENT_ID},
     **{n: {"type": "boolean", "description": "false: dropped as no_consent."}
        for n in ("consentGiven", "consent_given", "consent")},
@@ -229,10 +232,11 @@ SCHEMAS.update({
                               {"anyOf": [{"required": [n]} for n in ("url", "pageUrl", "path")]}],
                     "properties": _SERVER_FIELDS},
     "ServerBatch": {"type": "object", "required": ["events"], "properties": {
-        "events": {"type": "array", "minItems": 1, "maxItems": 1000, "items": _ref("ServerEvent")}}},
+        # maxItems: [server_api] max_events, set by `document` for the gateway's own config
+        "events": {"type": "array", "minItems": 1, "items": _ref("ServerEvent")}}},
     "ServerAnswer": {"type": "object", "required": ["accepted"], "properties": {
         "accepted": {"type": "integer", "minimum": 0}, "dropped": {"type": "integer", "minimum": 1},
-        "ignored": {**_LINES, "maxItems": 50}, "errors": _SERVER_ERRORS, "details": _LINES}},
+        "ignored": {**_LINES, "maxItems": MAX_IGNORED}, "errors": _SERVER_ERRORS, "details": _LINES}},
     "ServerErrors": {"type": "object", "required": ["error"], "properties": {
         "error": {"type": "string"}, "errors": _SERVER_ERRORS, "details": _LINES, "ignored": _LINES}},
 })
@@ -341,14 +345,21 @@ DOCUMENT: dict[str, Any] = {
     },
 }
 
-_BODY = orjson.dumps(DOCUMENT)
+def document(api: ServerApiConfig | None = None) -> dict[str, Any]:
+    """The document for a gateway whose `[server_api]` is `api` (the defaults when None): the
+    limits a client can check before sending are the configured ones."""
+    api = api or ServerApiConfig()
+    doc = copy.deepcopy(DOCUMENT)
+    doc["components"]["schemas"]["ServerBatch"]["properties"]["events"]["maxItems"] = api.max_events
+    return doc
 
 
-def document() -> dict[str, Any]:
-    return DOCUMENT
+def served(api: ServerApiConfig) -> bytes:
+    """The body `GET /api/v1/openapi.json` answers with: made once, when the app is created."""
+    return orjson.dumps(document(api))
 
 
 async def openapi(request: Request) -> HTTPResponse:
     """`GET /api/v1/openapi.json`."""
-    return HTTPResponse(_BODY, content_type="application/json",
+    return HTTPResponse(request.app.ctx.openapi, content_type="application/json",
                         headers={"cache-control": "public, max-age=300", "access-control-allow-origin": "*"})

@@ -25,7 +25,8 @@ from gateway.ingest.client_ip import parse_ip
 from gateway.schema import SENDER_ID_MARK
 from shields.model import IPAddress
 
-__all__ = ["EVENT_ID", "IDENTITY_FIELDS", "MAX_EVENT_ID", "ServerEvent", "normalise", "stored_event_id"]
+__all__ = ["EVENT_ID", "IDENTITY_FIELDS", "MAX_EVENT_ID", "MAX_IGNORED", "MAX_UA", "ServerEvent", "ignored_fields",
+           "normalise", "stored_event_id"]
 
 MAX_EVENT_ID = 64
 MAX_VISITOR_ID = 200
