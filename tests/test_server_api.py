@@ -244,13 +244,31 @@ def test_forwarded_visitor_meets_the_site_rules_and_joins_its_browser_events(gw:
     assert r.json() == {"accepted": 0, "dropped": 1}
     r = send(gw, key, [{"name": "a", "path": "/", "ip": "203.0.113.8", "userAgent": "curl/8.5.0"}])
     assert r.json() == {"accepted": 0, "dropped": 1}  # the bot shield applies to the forwarded visitor
-    # a browser event and a server event of one visitor share the visitor id (no browser
-    # headers needed on the server side: the key vouches for the sender)
+    # a browser event (with its browser's headers) and a server event of one visitor share the visitor id
     assert gw.post({"n": "pageview", "u": "https://shop.test/", "d": "shop.test"}, ip="203.0.113.8",
                    ua=CHROME).json() == {"accepted": 1}
     assert send(gw, key, [{"name": "Signup", "path": "/", "ip": "203.0.113.8", "userAgent": CHROME}]).json() == {"accepted": 1}
     rows = gw.wait_rows(2)
     assert len({r["user_id"] for r in rows}) == 1
+
+
+@pytest.mark.parametrize("own_user_agent", [None, CHROME])
+def test_a_library_forwarding_a_browsers_user_agent_is_accepted_here_and_spoofed_on_api_event(
+        gw: Gateway, own_user_agent: str | None) -> None:
+    """The key vouches for the sender: spoofed_agent does not judge it. The same library sending
+    the same User-Agent, with the same (no) browser headers, to the public endpoint is a spoof."""
+    key = gw.key("shop.test", "ingest")
+    headers = {} if own_user_agent is None else {"user-agent": own_user_agent}  # httpx's own, or the visitor's
+    r = send(gw, key, [{"name": "Signup", "path": "/", "ip": "203.0.113.50", "userAgent": CHROME}], headers=headers)
+    assert r.json() == {"accepted": 1}
+    assert gw.metric("gateway_events_dropped_total", site="shop.test", reason="spoofed_agent") is None
+    (row,) = gw.wait_rows(1)
+    assert row["browser"] == "Chrome"
+    public = gw.post({"n": "Signup", "u": "https://shop.test/", "d": "shop.test"}, ip="203.0.113.50", ua=CHROME,
+                     browser=False)  # the library's request with the browser's User-Agent and nothing else
+    assert public.json() == {"accepted": 0, "dropped": 1}
+    assert gw.metric("gateway_events_dropped_total", site="shop.test", reason="spoofed_agent") == 1
+    assert len(gw.rows()) == 1
 
 
 def test_identity_fields_are_listed_as_ignored_and_never_stored(gw: Gateway) -> None:
