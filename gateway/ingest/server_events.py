@@ -14,6 +14,7 @@ names them once, so a sender sees they were left out.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -90,7 +91,12 @@ def _timestamp(value: Any, now: float, max_age: float) -> str | float | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
-        seconds = float(value) / 1000.0
+        try:
+            seconds = float(value) / 1000.0
+        except OverflowError:  # an integer past any float: no time at all
+            return None
+        if not math.isfinite(seconds):
+            return None
     elif isinstance(value, str) and len(value) <= 40:
         try:
             when = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
