@@ -16,9 +16,10 @@ from gateway.state.keys import parse_token
 
 CHROME = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
           "Chrome/131.0.0.0 Safari/537.36")
-SITES = {"shop": 'domain = "shop.test"\n[shields]\nip_blocklist = ["198.51.100.0/24"]\n[server_api]\n'
-                 'events_per_minute = 3000\nburst = 3000\n',
-         "tiny": 'domain = "tiny.test"\n[server_api]\nevents_per_minute = 60\nburst = 5\n'}
+SITES = {"shop": 'domain = "shop.test"\n[shields]\nip_blocklist = ["198.51.100.0/24"]\npage_blocklist = ["/admin/*"]\n'
+                 '[server_api]\nevents_per_minute = 3000\nburst = 3000\n',
+         "tiny": 'domain = "tiny.test"\n[server_api]\nevents_per_minute = 60\nburst = 5\n',
+         "plain": 'domain = "plain.test"\n'}
 
 
 @pytest.fixture
@@ -362,3 +363,75 @@ def test_a_changed_max_age_is_honoured(start_gateway: Callable[..., Gateway]) ->
     assert r.status_code == 207 and r.json()["accepted"] == 1
     assert [e["index"] for e in r.json()["errors"]] == [1, 2]
     assert [row["name"] for row in gw.wait_rows(1)] == ["a"]
+
+
+
+def test_the_default_bucket_is_1000_events_a_minute(gw: Gateway) -> None:
+    key = gw.key("plain.test", "ingest")  # no [server_api] in its site file, none in the gateway's
+    assert send(gw, key, [{"name": "a", "path": "/"}] * 1000).json() == {"accepted": 1000}
+    r = send(gw, key, [{"name": "b", "path": "/"}] * 20)
+    assert r.status_code == 429 and r.json() == {"error": "this key may send 1000 events a minute"}
+    wait = int(r.headers["retry-after"])
+    assert 1 <= wait <= 2  # 20 tokens at 1000 a minute: 1.2 s
+    time.sleep(wait)
+    assert send(gw, key, [{"name": "b", "path": "/"}] * 20).json() == {"accepted": 20}
+
+
+def test_a_key_whose_site_file_was_removed_gets_401(gw: Gateway) -> None:
+    key = gw.key("plain.test", "ingest")
+    assert send(gw, key, [{"name": "a", "path": "/"}]).status_code == 202
+    (gw.base / "sites" / "plain.toml").unlink()
+    deadline = time.monotonic() + 5  # the workers pick up site files every second
+    while (r := send(gw, key, [{"name": "a", "path": "/"}], headers={"x-forwarded-for": "203.0.113.90"})).status_code == 202:
+        assert time.monotonic() < deadline
+    _refused(r, 401)
+    assert r.json()["error"] == "the key's site plain.test is not configured"
+    assert send(gw, gw.key("shop.test", "ingest"), [{"name": "a", "path": "/"}]).status_code == 202  # others go on
+
+
+def test_the_sites_page_rules_apply_to_server_events(gw: Gateway) -> None:
+    key = gw.key("shop.test", "ingest")
+    r = send(gw, key, [{"name": "a", "path": "/admin/users"}, {"name": "b", "pageUrl": "https://shop.test/admin/"},
+                       {"name": "c", "path": "/administrator"}])
+    assert r.json() == {"accepted": 1, "dropped": 2}
+    assert gw.metric("gateway_events_dropped_total", site="shop.test", reason="site_page_blocklist") == 2
+    assert [row["pathname"] for row in gw.wait_rows(1)] == ["/administrator"]
+
+
+def test_an_event_id_over_64_characters_is_refused_per_event(gw: Gateway) -> None:
+    key = gw.key("shop.test", "ingest")
+    r = send(gw, key, [{"name": "a", "path": "/", "eventId": "x" * 64}, {"name": "b", "path": "/", "eventId": "x" * 65},
+                       {"name": "c", "path": "/", "messageId": ""}])
+    assert r.status_code == 207 and r.json()["accepted"] == 1
+    assert r.json()["errors"] == [{"index": i, "errors": {"eventId": ["must be a string of 1 to 64 characters"]}}
+                                  for i in (1, 2)]
+
+
+def test_visitor_id_utm_source_page_title_and_session_id(gw: Gateway) -> None:
+    key = gw.key("shop.test", "ingest")
+    r = send(gw, key, [{"name": "a", "path": "/pricing", "anonymousId": "cust-5", "utmSource": "newsletter",
+                        "pageTitle": "Pricing — Shop", "sessionId": "sess-9f2"},
+                       {"name": "b", "path": "/", "visitorId": "cust-5", "utm_medium": "email",
+                        "utm": {"campaign": "spring"}}])
+    assert r.json() == {"accepted": 2, "ignored": ["pageTitle", "sessionId"]}
+    rows = {row["name"]: row for row in gw.wait_rows(2)}
+    assert rows["a"]["user_id"] == rows["b"]["user_id"]  # visitorId is anonymousId
+    assert (rows["a"]["utm_source"], rows["b"]["utm_medium"], rows["b"]["utm_campaign"]) == ("newsletter", "email", "spring")
+    gw.stop()
+    data = gw.sqlite_path.read_bytes() + b"".join(p.read_bytes() for p in gw.data_dir.rglob("*") if p.is_file())
+    for needle in (b"Pricing \xe2\x80\x94 Shop", b"sess-9f2", b"cust-5"):
+        assert needle not in data, needle
+
+
+def test_the_inflation_ratio_alone_refuses_a_gzip_body(gw: Gateway) -> None:
+    key = gw.key("shop.test", "ingest")
+    body = _body_of(1024 * 1024)  # 1 MiB of valid JSON, a quarter of the byte limit, mostly spaces
+    packed = gzip.compress(body)
+    assert len(body) / len(packed) > 50  # [server_api] max_inflation_ratio
+    assert gw.api("POST", "/api/v1/events", key, content=body).json() == {"accepted": 1}  # the bytes alone are fine
+    r = gw.api("POST", "/api/v1/events", key, content=packed, headers={"content-encoding": "gzip"})
+    assert r.status_code == 413 and list(r.json()) == ["error"]
+    mild = json.dumps({"events": [{"name": f"n{i}", "path": f"/p/{i}"} for i in range(200)]}).encode()
+    assert len(mild) / len(gzip.compress(mild)) < 50
+    r = gw.api("POST", "/api/v1/events", key, content=gzip.compress(mild), headers={"content-encoding": "gzip"})
+    assert r.json() == {"accepted": 200}

@@ -86,7 +86,8 @@ async def ingest(request: Request) -> HTTPResponse:
     api = rt.config.server_api
     site = rt.sites.get(key.site)
     if site is None:
-        return json({"error": f"the key's site {key.site} is not configured"}, 401)
+        return json({"error": f"the key's site {key.site} is not configured"}, 401,
+                    {"www-authenticate": 'Bearer realm="edge-gateway"'})
     body = request.body or b""
     try:
         if request.headers.get("content-encoding", "").strip().lower() in ("gzip", "x-gzip"):
