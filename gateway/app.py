@@ -36,7 +36,7 @@ async def _stop(app: Sanic[Any, Any]) -> None:
 async def _too_large(request: Request, exc: Exception) -> HTTPResponse:
     """413 for a body over Sanic's limit, which refuses it before any handler runs: in the
     shape of the API that was asked (`{"error": ...}` on the server-side events API)."""
-    if request.path == events.PATH:
+    if request.path.rstrip("/") == events.PATH:
         return events.too_large(request)
     return await handlers.too_large(request, exc)
 
