@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from sanic import Sanic
+from sanic import Request, Sanic
 from sanic.exceptions import PayloadTooLarge, SanicException
+from sanic.response import HTTPResponse
 
 from gateway import handlers
 from gateway.api import console, events, openapi, web
@@ -32,6 +33,14 @@ async def _stop(app: Sanic[Any, Any]) -> None:
         await runtime.close()
 
 
+async def _too_large(request: Request, exc: Exception) -> HTTPResponse:
+    """413 for a body over Sanic's limit, which refuses it before any handler runs: in the
+    shape of the API that was asked (`{"error": ...}` on the server-side events API)."""
+    if request.path.rstrip("/") == events.PATH:
+        return events.too_large(request)
+    return await handlers.too_large(request, exc)
+
+
 def create_app(config_path: str) -> Sanic[Any, Any]:
     config = load_gateway_config(config_path)
     app: Sanic[Any, Any] = Sanic("edge_gateway")
@@ -44,6 +53,7 @@ def create_app(config_path: str) -> Sanic[Any, Any]:
     app.config.REQUEST_TIMEOUT = 10
     app.config.KEEP_ALIVE_TIMEOUT = 30
     app.ctx.config = config
+    app.ctx.openapi = openapi.served(config.server_api)
     app.register_listener(_start, "before_server_start")
     app.register_listener(_stop, "before_server_stop")
 
@@ -57,7 +67,7 @@ def create_app(config_path: str) -> Sanic[Any, Any]:
         app.add_route(handlers.script, config.tracker.alias_path, methods=["GET", "HEAD"], name="script_alias")
     site = "/api/v1/sites/<domain:str>"
     app.add_route(openapi.openapi, "/api/v1/openapi.json", methods=["GET"], name="openapi")
-    app.add_route(events.ingest, "/api/v1/events", methods=["POST"], name="server_events")
+    app.add_route(events.ingest, events.PATH, methods=["POST"], name="server_events")
     app.add_route(console.me, "/api/v1/me", methods=["GET"], name="me")
     app.add_route(console.summary, f"{site}/summary", methods=["GET"], name="summary")
     app.add_route(console.top, f"{site}/top", methods=["GET"], name="top")
@@ -71,6 +81,6 @@ def create_app(config_path: str) -> Sanic[Any, Any]:
     app.add_route(web.sign_in, "/console/sign-in", methods=["POST"], name="console_sign_in")
     app.add_route(web.sign_out, "/console/sign-out", methods=["POST"], name="console_sign_out")
     app.add_route(web.asset, "/console/static/<name:str>", methods=["GET"], name="console_asset")
-    app.exception(PayloadTooLarge)(handlers.too_large)
+    app.exception(PayloadTooLarge)(_too_large)
     app.exception(SanicException)(handlers.http_error)
     return app

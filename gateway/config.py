@@ -35,6 +35,7 @@ __all__ = [
     "LimitsConfig",
     "ListSettings",
     "RetentionConfig",
+    "ServerApiConfig",
     "ServerConfig",
     "SharedConfig",
     "SinkConfig",
@@ -125,7 +126,7 @@ class RetentionConfig:
 class ServerApiConfig:
     """`[server_api]`: the server-side events API (`POST /api/v1/events`, docs/server-api.md)."""
 
-    max_age_days: int = 7  # how far back an event's timestamp may be
+    max_age_seconds: float = 7 * 86400.0  # `max_age`: how far back an event's timestamp may be
     max_events: int = 1000  # events in one batch
     max_body_bytes: int = 4 * 1024 * 1024  # the body, after gzip is undone
     max_inflation_ratio: int = 50  # a gzip body inflating more than this is refused (413)
@@ -376,10 +377,21 @@ def _retention(t: Table) -> RetentionConfig:
     return retention
 
 
+_MAX_AGE_RANGE = (60.0, 3660 * 86400.0)
+
+
 def _server_api(t: Table) -> ServerApiConfig:
+    if t.has("max_age_days"):
+        raise t.error("max_age_days", 'is now max_age, a duration such as "7d" or "36h"')
+    # A duration as in [lists]: "7d", "36h", "90m", or seconds. Under a minute is refused, so a
+    # bare `max_age = 7` meant as days fails loudly instead of refusing every event.
+    max_age = _duration(t, "max_age", 7 * 86400.0)
+    if not _MAX_AGE_RANGE[0] <= max_age <= _MAX_AGE_RANGE[1]:
+        raise t.error("max_age", 'must be from 1 minute to 3660 days ("7d", "36h", "90m", or seconds), '
+                                 f"got {t.get('max_age')!r}")
     burst = t.get("burst", None)
     api = ServerApiConfig(
-        max_age_days=t.integer("max_age_days", 7, maximum=3660),
+        max_age_seconds=max_age,
         max_events=t.integer("max_events", 1000, maximum=10_000),
         max_body_bytes=t.integer("max_body_bytes", 4 * 1024 * 1024, minimum=1024, maximum=256 * 1024 * 1024),
         max_inflation_ratio=t.integer("max_inflation_ratio", 50, minimum=2, maximum=10_000),

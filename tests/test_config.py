@@ -3,8 +3,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
-from gateway.config import load_gateway_config
+from gateway.config import ServerApiConfig, load_gateway_config
 from gateway.ingest.sites import load_sites
 from gateway.errors import ConfigError
 
@@ -128,3 +129,57 @@ def test_a_proxy_written_ipv4_mapped_is_its_ipv4_network(tmp_path: Path) -> None
     for peer in ("10.0.0.5", "10.255.1.1", "192.0.2.1"):
         assert cfg.trusted_proxies.contains(ipaddress.ip_address(peer)), peer
     assert not cfg.trusted_proxies.contains(ipaddress.ip_address("11.0.0.1"))
+
+
+# --- [server_api] -------------------------------------------------------------------------------
+
+def _server_api(tmp_path: Path, body: str) -> ServerApiConfig:
+    return load_gateway_config(write(tmp_path / "gw.toml", f"[server_api]\n{body}\n")).server_api
+
+
+def test_server_api_defaults_are_the_documented_ones(tmp_path: Path) -> None:
+    api = _server_api(tmp_path, "")
+    assert (api.max_age_seconds, api.max_events, api.max_body_bytes, api.max_inflation_ratio,
+            api.events_per_minute, api.burst) == (7 * 86400, 1000, 4 * 1024 * 1024, 50, 1000, None)
+
+
+@pytest.mark.parametrize("text,seconds", [('"7d"', 7 * 86400), ('"36h"', 36 * 3600), ('"90m"', 5400),
+                                          ('"3600s"', 3600), ("86400", 86400), ("60", 60), ("129600.5", 129600.5)])
+def test_server_api_max_age_is_a_duration(tmp_path: Path, text: str, seconds: float) -> None:
+    assert _server_api(tmp_path, f"max_age = {text}").max_age_seconds == seconds
+
+
+@pytest.mark.parametrize("text,reason", [
+    ("max_age = 7", "from 1 minute to 3660 days"),  # seconds, not days: refused, not silently 7 s
+    ('max_age = "0d"', "from 1 minute to 3660 days"),
+    ('max_age = "3661d"', "from 1 minute to 3660 days"),
+    ('max_age = "7 days"', "is not a duration"),
+    ('max_age = "d"', "is not a duration"),
+    ("max_age = -5", "is not a duration"),
+    ("max_age = true", "must be seconds or a duration"),
+    ("max_age_days = 7", "is now max_age"),
+    ("max_age_hours = 7", "unknown key"),
+    ("max_events = 0", "at least 1"),
+    ("max_events = 10001", "at most 10000"),
+    ("max_body_bytes = 100", "at least 1024"),
+    ("max_inflation_ratio = 1", "at least 2"),
+    ('events_per_minute = "lots"', "an integer"),
+    ("burst = 0", "at least 1"),
+])
+def test_a_bad_server_api_key_is_refused_with_its_name(tmp_path: Path, text: str, reason: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        _server_api(tmp_path, text)
+    assert exc.value.key == "server_api." + text.split(" ")[0] and reason in exc.value.reason, exc.value
+
+
+@given(n=st.integers(min_value=0, max_value=10**7), unit=st.sampled_from("smhd"))
+@settings(max_examples=200, deadline=None)
+def test_any_max_age_in_range_is_read_and_any_other_refused(tmp_path_factory: pytest.TempPathFactory,
+                                                            n: int, unit: str) -> None:
+    seconds = n * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
+    base = tmp_path_factory.mktemp("cfg")
+    if 60 <= seconds <= 3660 * 86400:
+        assert _server_api(base, f'max_age = "{n}{unit}"').max_age_seconds == seconds
+    else:
+        with pytest.raises(ConfigError):
+            _server_api(base, f'max_age = "{n}{unit}"')

@@ -70,3 +70,15 @@ def test_velocity_table_stays_bounded_under_many_visitors(tmp_path: Path) -> Non
     for uid in range(10_000):
         v.hit("s", uid, 100, 1800)
     assert (tmp_path / "v").stat().st_size == 64 * 16
+
+
+def test_tokens_given_back_are_taken_again_but_never_past_a_full_bucket(tmp_path: Path) -> None:
+    clock = Clock()
+    rl = LocalRateLimiter(tmp_path / "rl", clock=clock)
+    assert rl.take("k", 8, 60, 10) == (True, 0.0)
+    assert not rl.take("k", 3, 60, 10)[0]
+    rl.give_back("k", 8, 60, 10)  # the work those 8 paid for was not done
+    assert rl.take("k", 10, 60, 10) == (True, 0.0)
+    rl.give_back("k", 10, 60, 10)
+    rl.give_back("k", 10, 60, 10)  # more than was taken: the bucket stays at its burst
+    assert rl.take("k", 10, 60, 10)[0] and not rl.take("k", 1, 60, 10)[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -33,6 +34,18 @@ def test_the_served_document_is_valid_openapi_3_1_and_names_every_route(start_ga
     documented = {(path, method) for path, ops in doc["paths"].items() for method in ops}
     api = {(p, m) for p, m in served if p.startswith("/api/") and m != "options" and p != "/api/v1/openapi.json"}
     assert api == documented
+    assert doc["components"]["schemas"]["ServerBatch"]["properties"]["events"]["maxItems"] == 1000
+
+
+def test_the_documented_batch_maximum_is_the_configured_one(start_gateway: Callable[..., Gateway]) -> None:
+    gw = start_gateway(sites=SITES, extra="[server_api]\nmax_events = 250\n")
+    doc = gw.client.get("/api/v1/openapi.json").json()
+    validate(doc)
+    assert doc["components"]["schemas"]["ServerBatch"]["properties"]["events"]["maxItems"] == 250
+    key = gw.key("shop.test", "ingest")
+    for n, status in ((250, 202), (251, 400)):
+        r = gw.api("POST", "/api/v1/events", key, content=json.dumps({"events": [{"name": "a", "path": "/"}] * n}))
+        assert r.status_code == status, r.text
 
 
 def _schemathesis(gw: Gateway, key: str, *extra: str) -> subprocess.CompletedProcess[str]:

@@ -233,3 +233,15 @@ def test_open_shared_validates_the_table(monkeypatch: pytest.MonkeyPatch, redis_
             parse_shared(table, "gateway.toml")
         assert exc.value.key == key, table
         assert str(exc.value).startswith(f"gateway.toml: {key}: ")
+
+
+def test_tokens_given_back_are_shared_and_never_past_a_full_bucket(redis_server: RedisServer, client: redis.Redis) -> None:
+    clock = FakeClock()
+    a = RedisRateLimiter(node(redis_server), clock=clock)
+    b = RedisRateLimiter(node(redis_server), clock=clock)
+    assert a.take("ingest:k", 8, 60, 10)[0] and not b.take("ingest:k", 3, 60, 10)[0]
+    b.give_back("ingest:k", 8, 60, 10)  # another node returns what this one took
+    assert a.take("ingest:k", 10, 60, 10)[0]
+    a.give_back("ingest:k", 10, 60, 10)
+    a.give_back("ingest:k", 10, 60, 10)
+    assert b.take("ingest:k", 10, 60, 10)[0] and not b.take("ingest:k", 1, 60, 10)[0]

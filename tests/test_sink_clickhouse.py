@@ -15,6 +15,7 @@ import pytest
 import servers
 from servers import ClickHouseServer, clickhouse_command, missing
 
+from gateway.ingest.server_events import stored_event_id
 from gateway.schema import COLUMNS
 from gateway.store.clickhouse import (
     ClickHouseError,
@@ -448,3 +449,54 @@ def test_console_tables_expire_after_their_retention_in_both_sinks(sink: ClickHo
 
 def q_rows(sink: ClickHouseSink, sql: str) -> list[dict[str, Any]]:
     return sink.query_rows(sql.replace("FROM ", f"FROM {sink.database}."))
+
+
+def _raw(server: ClickHouseServer, sink: ClickHouseSink) -> list[tuple[str, str, int]]:
+    """Every stored copy (no FINAL: what is on disk, before or after any merge)."""
+    return sorted((r["event_id"], r["timestamp"], int(r["user_id"])) for r in q(
+        server, f"SELECT event_id, toString(timestamp) AS timestamp, user_id FROM {sink.database}.events"))
+
+
+def test_a_senders_event_retried_later_by_another_visitor_is_written_once(
+        clickhouse_server: ClickHouseServer, sink: ClickHouseSink) -> None:
+    sent = stored_event_id("site.test", "order-1")
+    sink.write([row(event_id=sent, timestamp="2026-11-23 23:59:58", user_id=11, name="Order")])
+    # The retry arrived seconds later, after UTC midnight: another time, another daily visitor id.
+    sink.write([row(event_id=sent, timestamp="2026-11-24 00:00:03", user_id=12, name="Order"),
+                row(event_id=stored_event_id("site.test", "order-2"), timestamp="2026-11-24 00:00:03",
+                    user_id=12, name="Order")])
+    assert _raw(clickhouse_server, sink) == sorted([(sent, "2026-11-23 23:59:58", 11),
+                                                    (stored_event_id("site.test", "order-2"), "2026-11-24 00:00:03", 12)])
+
+
+def test_repeats_within_one_batch_are_written_once_beside_the_gateways_own_ids(
+        clickhouse_server: ClickHouseServer, sink: ClickHouseSink) -> None:
+    sent = stored_event_id("site.test", "order-3")
+    own = [row(user_id=3), row(user_id=3)]
+    sink.write([row(event_id=sent, timestamp="2026-11-23 10:00:00", user_id=1), own[0],
+                row(event_id=sent, timestamp="2026-11-23 10:00:02", user_id=2), own[1]])
+    assert _raw(clickhouse_server, sink) == sorted([(r[0], "2026-11-23 10:00:00", 3) for r in own] + [
+        (sent, "2026-11-23 10:00:00", 1)])
+
+
+def test_a_retry_is_found_only_within_the_window_and_for_its_own_site(
+        clickhouse_server: ClickHouseServer, sink: ClickHouseSink) -> None:
+    sink.retry_window = 3600
+    sent = stored_event_id("site.test", "order-4")
+    sink.write([row(event_id=sent, timestamp="2026-11-23 10:00:00")])
+    sink.write([row(event_id=sent, timestamp="2026-11-23 10:59:00", user_id=2)])  # within the hour
+    sink.write([row(event_id=sent, timestamp="2026-11-23 09:58:00", user_id=3)])  # another node's clock, behind
+    assert len(_raw(clickhouse_server, sink)) == 1
+    sink.write([row(event_id=sent, timestamp="2026-11-23 11:00:01", user_id=4)])  # past the window: a new event
+    sink.write([row(event_id=sent, domain="other.test", user_id=5)])  # the id is per site: another site's
+    assert sorted(u for _, _, u in _raw(clickhouse_server, sink)) == [1, 4, 5]
+
+
+def test_a_sink_opened_from_the_config_finds_retries_within_server_api_max_age(tmp_path: Path) -> None:
+    from gateway.config import load_gateway_config
+    from gateway.store.sinks import open_sink
+
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text('[sink]\ntype = "clickhouse"\nurl = "http://127.0.0.1:8123/"\n[server_api]\nmax_age = "36h"\n')
+    sink = open_sink(load_gateway_config(cfg))
+    assert isinstance(sink, ClickHouseSink) and sink.retry_window == 36 * 3600

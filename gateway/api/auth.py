@@ -3,9 +3,11 @@
 Answers, in this order: too many failed attempts from this client → 429 with `Retry-After`;
 no key, a malformed, unknown or revoked key → 401; a key of another site, or a site that does
 not exist → 404 (the same answer, so a key cannot probe which sites exist); the right site but
-not the scope → 403. Every 401 takes a token from the client's failure bucket (10 a minute,
-20 at once, shared by the workers, and by the nodes with `[shared]` Redis); its key is a keyed
-hash of the address with the day's salt, never the address.
+not the scope → 403, or 401 where the caller asks for it (`/api/v1/events`: an ingest endpoint
+has nothing to show any other key, so a key of another scope is simply not a key for it). Every
+401 takes a token from the client's failure bucket (10 a minute, 20 at once, shared by the
+workers, and by the nodes with `[shared]` Redis); its key is a keyed hash of the address with
+the day's salt, never the address.
 
 A key sent as the console's cookie is accepted for unsafe methods only from the console's own
 pages (`Sec-Fetch-Site: same-origin`, or an `Origin` naming this host): with SameSite=Strict
@@ -70,9 +72,16 @@ def _same_origin(request: Request) -> bool:
         return False
 
 
-async def authenticate(request: Request, domain: str | None, scope: str) -> tuple[KeyRecord, SiteConfig | None] | HTTPResponse:
+def _unauthorized(rt: Runtime, bucket: str, message: str) -> HTTPResponse:
+    rt.limiter.allow(bucket, FAILURES_PER_MINUTE, FAILURES_BURST)
+    return json({"error": message}, 401, {"www-authenticate": 'Bearer realm="edge-gateway"'})
+
+
+async def authenticate(request: Request, domain: str | None, scope: str, *,
+                       wrong_scope: int = 403) -> tuple[KeyRecord, SiteConfig | None] | HTTPResponse:
     """The key and its site for a request about `domain` (None: any site, the key's own), or the
-    answer to send instead."""
+    answer to send instead. `wrong_scope`: the status for a valid key of another scope, 403, or
+    401 (then counted as a failed attempt, like any other 401)."""
     rt = runtime(request)
     bucket = failure_key(rt, request)
     ok, wait = rt.limiter.peek(bucket, FAILURES_PER_MINUTE, FAILURES_BURST)
@@ -87,10 +96,8 @@ async def authenticate(request: Request, domain: str | None, scope: str) -> tupl
         except Exception:  # the key store cannot be read: refuse, never guess
             return json({"error": "keys cannot be checked right now"}, 503, {"retry-after": "5"})
     if record is None:
-        rt.limiter.allow(bucket, FAILURES_PER_MINUTE, FAILURES_BURST)
         what = "missing" if token is None else "invalid, unknown or revoked"
-        return json({"error": f"API key {what}: send Authorization: Bearer <key>"}, 401,
-                    {"www-authenticate": 'Bearer realm="edge-gateway"'})
+        return _unauthorized(rt, bucket, f"API key {what}: send Authorization: Bearer <key>")
     if from_cookie and request.method in _UNSAFE and not _same_origin(request):
         return json({"error": "cross-site request refused"}, 403)
     site = None
@@ -99,6 +106,9 @@ async def authenticate(request: Request, domain: str | None, scope: str) -> tupl
         if site is None or site.domain != record.site:
             return json({"error": "no such site"}, 404)
     if not record.allows(scope):
-        return json({"error": f"this key's scope ({record.scope}) does not allow this; it needs {scope}"}, 403)
+        refusal = f"this key's scope ({record.scope}) does not allow this; it needs {scope}"
+        if wrong_scope == 401:
+            return _unauthorized(rt, bucket, refusal)
+        return json({"error": refusal}, 403)
     asyncio.get_running_loop().run_in_executor(None, rt.keys.touch, record)
     return record, site

@@ -1,17 +1,19 @@
 """`POST /api/v1/events`: server-side events in batches, with an ingest key (docs/server-api.md).
 
-In the order its answers are decided: too many failed key attempts → 429 · no or a bad key → 401
-(an ingest key's site that is no longer configured too) · body over `[server_api]
-max_body_bytes`, after gzip is undone, or inflating more than `max_inflation_ratio` → 413 · not
-`{"events": [1..max_events objects]}` → 400 · the key's token bucket (one token per event) →
-429 · spool full → 503 · each event validated (gateway/ingest/server_events.py); none valid →
-400 with per-event errors and `details` lines · the steps, minus `spoofed_agent` (the key
-vouches for the sender; with no forwarded User-Agent, minus the User-Agent steps too) · rows at
-the events' own times to the spool · 202, or 207 when some events were invalid.
+In the order its answers are decided: too many failed key attempts → 429 · no key, a malformed,
+unknown or revoked one, or a key of another scope → 401 (an ingest key's site that is no longer
+configured too) · body over `[server_api] max_body_bytes`, as sent or once gzip is undone, or
+inflating more than `max_inflation_ratio` → 413 · not `{"events": [1..max_events objects]}` →
+400 · spool full → 503 · each event validated (gateway/ingest/server_events.py); none valid →
+400 with per-event errors and `details` lines · more valid events than the key's bucket holds
+(`burst`) → 413, since they could never fit · the bucket, one token per valid event → 429 (a
+503 below gives the tokens back) · the steps, minus `spoofed_agent` (the key vouches for the
+sender; with no forwarded User-Agent, minus the User-Agent steps too) · rows at the events' own
+times to the spool · 202, or 207 when some events were invalid.
 
 The visitor: with `ip` and `userAgent`, the same keyed daily hash as a browser event of that
-visitor, so the two join; with an `anonymousId`, a keyed daily hash of it; with neither, one id
-for the request (derived from `eventId` when given, so a retry stores the same row).
+visitor, so the two join; with an `anonymousId`, a keyed daily hash of it; with neither, one
+random id shared by those events of the request.
 """
 
 from __future__ import annotations
@@ -36,7 +38,9 @@ from gateway.ingest.visitor import visitor_id
 from gateway.runtime import Runtime
 from shields.model import DropReason, Verdict
 
-__all__ = ["ingest"]
+__all__ = ["PATH", "ingest", "too_large"]
+
+PATH = "/api/v1/events"
 
 _NO_CONSENT = Verdict(DropReason.NO_CONSENT, detail="consentGiven: false", evidence="")
 
@@ -66,8 +70,15 @@ def _details(errors: list[dict[str, Any]]) -> list[str]:
             for message in messages]
 
 
+def too_large(request: Request) -> HTTPResponse:
+    """413: the body, as sent or once gzip is undone, is over `[server_api] max_body_bytes` (also
+    the answer to a body over Sanic's own limit, refused before `ingest` runs)."""
+    limit = runtime(request).config.server_api.max_body_bytes
+    return json({"error": f"the body is larger than {limit} bytes (after gzip is undone)"}, 413)
+
+
 async def ingest(request: Request) -> HTTPResponse:
-    auth = await authenticate(request, None, "ingest")
+    auth = await authenticate(request, None, "ingest", wrong_scope=401)
     if isinstance(auth, HTTPResponse):
         return auth
     key, _ = auth
@@ -75,7 +86,8 @@ async def ingest(request: Request) -> HTTPResponse:
     api = rt.config.server_api
     site = rt.sites.get(key.site)
     if site is None:
-        return json({"error": f"the key's site {key.site} is not configured"}, 401)
+        return json({"error": f"the key's site {key.site} is not configured"}, 401,
+                    {"www-authenticate": 'Bearer realm="edge-gateway"'})
     body = request.body or b""
     try:
         if request.headers.get("content-encoding", "").strip().lower() in ("gzip", "x-gzip"):
@@ -84,28 +96,21 @@ async def ingest(request: Request) -> HTTPResponse:
             raise _TooLarge
         doc = orjson.loads(body)
     except _TooLarge:
-        return json({"error": f"the body is larger than {api.max_body_bytes} bytes (after gzip is undone)"}, 413)
+        return too_large(request)
     except (ValueError, orjson.JSONDecodeError) as exc:
         return json({"error": "the body must be JSON: {\"events\": [...]}", "details": [str(exc)[:200]]}, 400)
     items = doc.get("events") if isinstance(doc, dict) else None
     if not isinstance(items, list) or not 1 <= len(items) <= api.max_events:
         return json({"error": f"the body must be {{\"events\": [...]}} with 1 to {api.max_events} events"}, 400)
 
-    rate = site.server_api_rate.events_per_minute or api.events_per_minute
-    burst = site.server_api_rate.burst or api.burst or max(rate, api.max_events)
-    ok, wait = rt.limiter.take(f"ingest:{key.id}", len(items), rate, burst)
-    if not ok:
-        return json({"error": f"this key may send {rate} events a minute"}, 429,
-                    {"retry-after": str(max(1, math.ceil(wait)))})
     if not rt.spool.has_room():
         return json({"error": "temporarily unable to accept events"}, 503, {"retry-after": "5"})
 
     now = time.time()
-    max_age = api.max_age_days * 86400.0
     errors: list[dict[str, Any]] = []
     valid: list[ServerEvent] = []
     for i, obj in enumerate(items):
-        result = normalise(obj, site.domain, now, max_age)
+        result = normalise(obj, site.domain, now, api.max_age_seconds)
         if isinstance(result, ServerEvent):
             valid.append(result)
         else:
@@ -119,11 +124,24 @@ async def ingest(request: Request) -> HTTPResponse:
             answer["ignored"] = ignored
         return json(answer, 400)
 
+    # One token per valid event (an invalid one costs the sender its error, not its quota).
+    rate = site.server_api_rate.events_per_minute or api.events_per_minute
+    burst = site.server_api_rate.burst or api.burst or max(rate, api.max_events)
+    if len(valid) > burst:  # it would never fit: a 429 would promise a wait that cannot end
+        return json({"error": f"this key's bucket holds {burst} events: send at most {burst} valid events "
+                              "in one batch"}, 413)
+    bucket = f"ingest:{key.id}"
+    ok, wait = rt.limiter.take(bucket, len(valid), rate, burst)
+    if not ok:
+        return json({"error": f"this key may send {rate} events a minute"}, 429,
+                    {"retry-after": str(max(1, math.ceil(wait)))})
+
     rows, dropped = _decide_and_build(rt, valid)
     if rows:
         try:
             rt.spool.append(rows)
         except OSError:
+            rt.limiter.give_back(bucket, len(valid), rate, burst)  # nothing was kept: the retry pays once
             return json({"error": "temporarily unable to accept events"}, 503, {"retry-after": "5"})
     rt.executor.count_invalid(len(errors))
     answer = {"accepted": len(rows)}
@@ -172,9 +190,7 @@ def _decide_and_build(rt: Runtime, events: list[ServerEvent]) -> tuple[list[tupl
                 user_id = row[4]  # the browser visitor's own daily id
             elif e.visitor is not None:
                 user_id = visitor_id(salt, "\x00anonymous\x00" + e.visitor, None, site.domain, event.hostname)
-            elif e.event_id:
-                user_id = visitor_id(salt, "\x00event\x00" + e.event_id, None, site.domain, event.hostname)
-            else:
+            else:  # an eventId does not name a visitor: a retry is found by its event_id instead
                 user_id = request_visitor
             rows.append((event_id, e.timestamp, row[2], row[3], user_id, *row[5:]))
     return rows, dropped

@@ -7,16 +7,19 @@ and runs Schemathesis against the live server with it: every answer must conform
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import orjson
 from sanic import Request
 from sanic.response import HTTPResponse
 
+from gateway.config import ServerApiConfig
+from gateway.ingest.server_events import EVENT_ID, MAX_EVENT_ID, MAX_IGNORED, MAX_UA
 from gateway.store.queries import INTERVALS, TOP_FIELDS
 from shields.model import DropReason
 
-__all__ = ["DOCUMENT", "document", "openapi"]
+__all__ = ["DOCUMENT", "document", "openapi", "served"]
 
 REASONS = sorted(r.value for r in DropReason)
 
@@ -200,18 +203,19 @@ _SERVER_FIELDS: dict[str, Any] = {
        for n in ("props", "properties", "metadata", "meta")},
     **{n: {"type": ["string", "null"]} for n in ("referrer", "referer", "referrerUrl")},
     **{n: {"type": ["string", "integer"], "description": "ISO 8601, or Unix milliseconds; from [server_api] "
-                                                          "max_age_days ago to 5 minutes ahead."}
+                                                          "max_age (7 days) ago to 5 minutes ahead."}
        for n in ("timestamp", "ts", "time", "occurredAt", "occurred_at", "sentAt")},
     **{f"utm{k.title()}": {"type": "string"} for k in ("source", "medium", "campaign", "content", "term")},
     "utm": {"type": "object", "properties": {k: {"type": "string"} for k in
                                              ("source", "medium", "campaign", "content", "term")}},
     "ip": {"type": "string", "maxLength": 64, "description": "The visitor's IP address (never stored)."},
-    **{n: {"type": "string", "maxLength": 1000, "description": "The visitor's User-Agent (never stored)."}
+    **{n: {"type": "string", "maxLength": MAX_UA, "description": "The visitor's User-Agent (never stored)."}
        for n in ("userAgent", "user_agent", "ua")},
     **{n: {"type": ["string", "integer"], "description": "The sender's anonymous visitor id (hashed daily)."}
        for n in ("anonymousId", "anonymous_id", "visitorId", "visitor_id")},
-    **{n: {"type": "string", "minLength": 1, "maxLength": 64, "description": "Makes a retried event stored once."}
-       for n in ("eventId", "event_id", "messageId")},
+    **{n: {"type": "string", "minLength": 1, "maxLength": MAX_EVENT_ID,
+           "description": "Makes a retried event stored once."}
+       for n in EVENT_ID},
     **{n: {"type": "boolean", "description": "false: dropped as no_consent."}
        for n in ("consentGiven", "consent_given", "consent")},
     "revenue": {}, "interactive": {}, "hashMode": {},
@@ -228,10 +232,11 @@ SCHEMAS.update({
                               {"anyOf": [{"required": [n]} for n in ("url", "pageUrl", "path")]}],
                     "properties": _SERVER_FIELDS},
     "ServerBatch": {"type": "object", "required": ["events"], "properties": {
-        "events": {"type": "array", "minItems": 1, "maxItems": 1000, "items": _ref("ServerEvent")}}},
+        # maxItems: [server_api] max_events, set by `document` for the gateway's own config
+        "events": {"type": "array", "minItems": 1, "items": _ref("ServerEvent")}}},
     "ServerAnswer": {"type": "object", "required": ["accepted"], "properties": {
         "accepted": {"type": "integer", "minimum": 0}, "dropped": {"type": "integer", "minimum": 1},
-        "ignored": {**_LINES, "maxItems": 50}, "errors": _SERVER_ERRORS, "details": _LINES}},
+        "ignored": {**_LINES, "maxItems": MAX_IGNORED}, "errors": _SERVER_ERRORS, "details": _LINES}},
     "ServerErrors": {"type": "object", "required": ["error"], "properties": {
         "error": {"type": "string"}, "errors": _SERVER_ERRORS, "details": _LINES, "ignored": _LINES}},
 })
@@ -273,9 +278,13 @@ PATHS: dict[str, Any] = {
                 "207": _json(_ref("ServerAnswer"), "Some events were invalid (`errors`, `details`); the valid "
                                                    "ones were kept."),
                 "400": _json(_ref("ServerErrors"), "The body is unusable, or no event in it is valid."),
-                **{k: v for k, v in _AUTH_ANSWERS.items() if k not in ("404", "429")},
-                "413": _json(_ERROR, "The body, after gzip is undone, is larger than [server_api] max_body_bytes, "
-                                     "or it inflates more than max_inflation_ratio."),
+                "401": _json(_ERROR, "No key, a malformed, unknown or revoked one, a key of another scope than "
+                                     "ingest, or a key whose site is no longer configured.",
+                             _AUTH_ANSWERS["401"]["headers"]),
+                "403": _json(_ERROR, "A cross-site request rode the console cookie."),
+                "413": _json(_ERROR, "The body, as sent or after gzip is undone, is larger than [server_api] "
+                                     "max_body_bytes, or it inflates more than max_inflation_ratio; or the batch "
+                                     "has more valid events than the key's bucket holds (burst)."),
                 "429": _json(_ERROR, "The key's events per minute, or too many failed key attempts.", _RETRY),
                 "503": _json(_ERROR, "The keys cannot be checked, or the spool cannot take more, right now.", _RETRY),
             },
@@ -336,14 +345,21 @@ DOCUMENT: dict[str, Any] = {
     },
 }
 
-_BODY = orjson.dumps(DOCUMENT)
+def document(api: ServerApiConfig | None = None) -> dict[str, Any]:
+    """The document for a gateway whose `[server_api]` is `api` (the defaults when None): the
+    limits a client can check before sending are the configured ones."""
+    api = api or ServerApiConfig()
+    doc = copy.deepcopy(DOCUMENT)
+    doc["components"]["schemas"]["ServerBatch"]["properties"]["events"]["maxItems"] = api.max_events
+    return doc
 
 
-def document() -> dict[str, Any]:
-    return DOCUMENT
+def served(api: ServerApiConfig) -> bytes:
+    """The body `GET /api/v1/openapi.json` answers with: made once, when the app is created."""
+    return orjson.dumps(document(api))
 
 
 async def openapi(request: Request) -> HTTPResponse:
     """`GET /api/v1/openapi.json`."""
-    return HTTPResponse(_BODY, content_type="application/json",
+    return HTTPResponse(request.app.ctx.openapi, content_type="application/json",
                         headers={"cache-control": "public, max-age=300", "access-control-allow-origin": "*"})

@@ -14,6 +14,7 @@ names them once, so a sender sees they were left out.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,9 +23,11 @@ from urllib.parse import urlencode, urlsplit
 
 from gateway.ingest.body import ParsedEvent, parse_event
 from gateway.ingest.client_ip import parse_ip
+from gateway.schema import SENDER_ID_MARK
 from shields.model import IPAddress
 
-__all__ = ["IDENTITY_FIELDS", "MAX_EVENT_ID", "ServerEvent", "normalise", "stored_event_id"]
+__all__ = ["EVENT_ID", "IDENTITY_FIELDS", "MAX_EVENT_ID", "MAX_IGNORED", "MAX_UA", "ServerEvent", "ignored_fields",
+           "normalise", "stored_event_id"]
 
 MAX_EVENT_ID = 64
 MAX_VISITOR_ID = 200
@@ -38,6 +41,7 @@ _REFERRER = ("referrer", "referer", "referrerUrl")
 _TIME = ("timestamp", "ts", "time", "occurredAt", "occurred_at", "sentAt")
 _VISITOR = ("anonymousId", "anonymous_id", "visitorId", "visitor_id")
 _UA = ("userAgent", "user_agent", "ua")
+EVENT_ID = ("eventId", "event_id", "messageId", "message_id")
 _UTM = ("source", "medium", "campaign", "content", "term")
 _UTM_KEYS = {f"utm{k.title()}": f"utm_{k}" for k in _UTM} | {f"utm_{k}": f"utm_{k}" for k in _UTM}
 # Identity of the person: never stored, whatever the sender's API calls it.
@@ -48,10 +52,9 @@ IDENTITY_FIELDS = frozenset({
 })
 # Read, then left out on purpose: no column holds them (sessions are the sink's own).
 NOT_STORED = frozenset({"pageTitle", "page_title", "title", "sessionId", "session_id", "context", "channel",
-                        "messageId", "message_id", "library", "integrations"})
-_KNOWN = frozenset({*_NAME, *_URL, *_PROPS, *_REFERRER, *_TIME, *_VISITOR, *_UA, *_UTM_KEYS, "path", "utm", "ip",
-                    "revenue", "interactive", "hashMode", "consentGiven", "consent_given", "consent", "eventId",
-                    "event_id", "messageId", "domain"})
+                        "library", "integrations"})
+_KNOWN = frozenset({*_NAME, *_URL, *_PROPS, *_REFERRER, *_TIME, *_VISITOR, *_UA, *_UTM_KEYS, *EVENT_ID, "path", "utm",
+                    "ip", "revenue", "interactive", "hashMode", "consentGiven", "consent_given", "consent", "domain"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +70,10 @@ class ServerEvent:
 
 def stored_event_id(domain: str, event_id: str) -> str:
     """The stored `event_id` of a sender's `eventId`: the same for a retried event of the same
-    site, so the sinks keep one copy (32 hex digits, like the gateway's own ids)."""
-    return hashlib.blake2b(f"{domain}\x00{event_id}".encode(), digest_size=16).hexdigest()
+    site, so the sinks keep one copy. 32 characters like the gateway's own ids, but marked
+    (`SENDER_ID_MARK`, then 31 hex digits) so a sink knows which ids a retry may repeat."""
+    digest = hashlib.blake2b(f"{domain}\x00{event_id}".encode(), digest_size=16).hexdigest()
+    return SENDER_ID_MARK + digest[:31]
 
 
 def _first(obj: Mapping[str, Any], names: tuple[str, ...]) -> tuple[str | None, Any]:
@@ -86,7 +91,12 @@ def _timestamp(value: Any, now: float, max_age: float) -> str | float | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
-        seconds = float(value) / 1000.0
+        try:
+            seconds = float(value) / 1000.0
+        except OverflowError:  # an integer past any float: no time at all
+            return None
+        if not math.isfinite(seconds):
+            return None
     elif isinstance(value, str) and len(value) <= 40:
         try:
             when = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
@@ -167,7 +177,7 @@ def normalise(obj: Any, domain: str, now: float, max_age: float) -> ServerEvent 
         bad("timestamp", "must be ISO 8601 or Unix milliseconds")
     elif isinstance(when, str):
         bad("timestamp", when)
-    event_id = obj.get("eventId", obj.get("event_id", obj.get("messageId")))
+    _, event_id = _first(obj, EVENT_ID)
     if event_id is not None and (not isinstance(event_id, str) or not 0 < len(event_id) <= MAX_EVENT_ID):
         bad("eventId", f"must be a string of 1 to {MAX_EVENT_ID} characters")
         event_id = None

@@ -42,6 +42,7 @@ class RateLimiter(Protocol):
     def allow(self, key: str, rate_per_minute: int, burst: int) -> tuple[bool, float]: ...
     def peek(self, key: str, rate_per_minute: int, burst: int) -> tuple[bool, float]: ...
     def take(self, key: str, cost: int, rate_per_minute: int, burst: int) -> tuple[bool, float]: ...
+    def give_back(self, key: str, cost: int, rate_per_minute: int, burst: int) -> None: ...
 
 
 class _Table:
@@ -91,6 +92,10 @@ class LocalRateLimiter:
         """Take `cost` tokens at once, or none: (allowed, seconds until that many are available)."""
         return self._bucket(key, rate_per_minute, burst, take=True, cost=float(cost))
 
+    def give_back(self, key: str, cost: int, rate_per_minute: int, burst: int) -> None:
+        """Return tokens taken for work that was then not done (never past a full bucket)."""
+        self._bucket(key, rate_per_minute, burst, take=True, cost=-float(cost))
+
     def _bucket(self, key: str, rate_per_minute: int, burst: int, *, take: bool,
                 cost: float = 1.0) -> tuple[bool, float]:
         k = _key64(key)
@@ -118,7 +123,7 @@ class LocalRateLimiter:
             tokens = min(float(burst), tokens + max(0.0, now - last) * rate)
             if tokens >= cost:
                 if take:
-                    rec.pack_into(t.mm, slot * rec.size, k, tokens - cost, now)
+                    rec.pack_into(t.mm, slot * rec.size, k, min(float(burst), tokens - cost), now)
                 return True, 0.0
             if take:
                 rec.pack_into(t.mm, slot * rec.size, k, tokens, now)

@@ -64,7 +64,8 @@ return {cur, redis.call('GET', KEYS[2])}
 """
 
 # KEYS[1] the bucket; ARGV[1] tokens per second, ARGV[2] burst, ARGV[3] now in seconds or -1
-# to use Redis's clock, ARGV[4] "1" to only look (take nothing, write nothing). Returns
+# to use Redis's clock, ARGV[4] "1" to only look (take nothing, write nothing), ARGV[5] the
+# cost (negative: tokens given back, never past a full bucket). Returns
 # {1|0, seconds to wait as text} (Lua numbers would be truncated to integers on the way out).
 _BUCKET_LUA = """
 local rate = tonumber(ARGV[1])
@@ -91,6 +92,7 @@ local allowed = 0
 local wait = 0
 if tokens >= cost then
   tokens = tokens - cost
+  if tokens > burst then tokens = burst end
   allowed = 1
 elseif rate > 0 then
   wait = (cost - tokens) / rate
@@ -243,6 +245,10 @@ class RedisRateLimiter:
     def take(self, key: str, cost: int, rate_per_minute: int, burst: int) -> tuple[bool, float]:
         """Take `cost` tokens at once, or none."""
         return self._bucket(key, rate_per_minute, burst, "0", cost)
+
+    def give_back(self, key: str, cost: int, rate_per_minute: int, burst: int) -> None:
+        """Return tokens taken for work that was then not done (never past a full bucket)."""
+        self._bucket(key, rate_per_minute, burst, "0", -cost)
 
     def _bucket(self, key: str, rate_per_minute: int, burst: int, peek: str, cost: int = 1) -> tuple[bool, float]:
         if self._monotonic() < self._skip_until:

@@ -16,6 +16,18 @@ that setting so an identical replayed batch is usually dropped at insert time; 1
 such thing (block deduplication there exists only for Replicated tables), so FINAL is the
 guarantee everywhere and block deduplication is only a saving.
 
+Events retried by their sender. An event sent to the server API with its own `eventId` has an
+`event_id` derived from it (marked with `SENDER_ID_MARK`), but a retry is a new request: when
+the event has no `timestamp` its row carries the retry's arrival time, and its visitor may be
+another (a per-request id, or the next UTC day's). The sort key then differs and FINAL would
+keep both. So before writing rows with such ids, the sink asks which of them the table already
+holds, for the same site and name, from `retry_window` (the server API's `max_age`) before the
+rows' times to 5 minutes after (nodes' clocks may disagree), and writes only the others, each
+once. Rows of the gateway's own ids are never looked up: a batch without marked ids costs one
+character test per row. Two nodes writing copies of one event in the same instant (each
+between the other's look-up and insert) can both succeed; FINAL collapses them when they were
+sent within one second by one visitor.
+
 The `sessions` view derives visits without window functions (18.16 has none): per site,
 visitor and UTC day it sorts the visitor's events by (time, event_id), starts a new visit
 after more than 30 minutes without an event, and aggregates each visit. See `_SESSIONS_SQL`.
@@ -35,7 +47,7 @@ from typing import Any
 import orjson
 
 from gateway.config import IDENTIFIER, SinkConfig
-from gateway.schema import COLUMN_TYPES, COLUMNS, TABLES, TableSchema
+from gateway.schema import COLUMN_TYPES, COLUMNS, INDEX, SENDER_ID_MARK, TABLES, TableSchema
 
 __all__ = ["ClickHouseError", "ClickHouseSink", "column_types", "encode_rowbinary", "open_clickhouse_sink"]
 
@@ -232,6 +244,15 @@ def _q(ident: str) -> str:
     return f"`{ident}`"
 
 
+def _lit(value: str) -> str:
+    """A ClickHouse string literal."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+_DOMAIN, _TIMESTAMP, _NAME = INDEX["domain"], INDEX["timestamp"], INDEX["name"]
+_CLOCK_SKEW = 300  # seconds: a retry's arrival time on another node may be before the first copy's
+
+
 def _create_table_sql(db: str, table: str, block_dedup: bool) -> str:
     cols = ",\n  ".join(f"{_q(n)} {t}" for n, t in column_types())
     settings = "index_granularity = 8192"
@@ -328,7 +349,8 @@ class ClickHouseSink:
 
     def __init__(self, url: str, database: str = "default", table: str = "events", *,
                  user: str | None = None, password: str | None = None, timeout: float = 30.0,
-                 sessions_view: str = "sessions", create_schema: bool = True) -> None:
+                 sessions_view: str = "sessions", create_schema: bool = True,
+                 retry_window: float = 7 * 86400.0) -> None:
         parsed = urllib.parse.urlsplit(url)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
             raise ValueError(f"ClickHouse URL must be http(s)://host:port/, got {url!r}")
@@ -340,6 +362,7 @@ class ClickHouseSink:
         self.table = table
         self.sessions_view = sessions_view
         self.timeout = timeout
+        self.retry_window = retry_window  # how long after its first copy a retried event is still found
         # False when the operator manages the tables (a cluster: `table` names a Distributed
         # table); whoever starts the sink calls ensure_schema() only when this is True.
         self.create_schema = create_schema
@@ -449,7 +472,7 @@ class ClickHouseSink:
 
     # -- the sink surface --
 
-    def write(self, rows: Sequence[tuple[object, ...]]) -> None:
+    def write(self, rows: Sequence[tuple[Any, ...]]) -> None:
         """Insert one batch as one request. Raises ClickHouseError on any failure; the caller
         keeps the batch and retries, which is safe (see the module docstring)."""
         if not rows:
@@ -458,9 +481,42 @@ class ClickHouseSink:
             # The server may have been down when the gateway started: create the schema on the
             # first write that reaches it.
             self.ensure_schema()
+        if any(r[0][:1] == SENDER_ID_MARK for r in rows):
+            with self._lock:  # look-up and insert in one hold: no other write of this sink in between
+                fresh = self._not_yet_stored(rows)
+                if fresh:
+                    self._request(self._insert_query, encode_rowbinary(fresh, self._types))
+            return
         body = encode_rowbinary(rows, self._types)
         with self._lock:
             self._request(self._insert_query, body)
+
+    def _not_yet_stored(self, rows: Sequence[tuple[object, ...]]) -> list[tuple[object, ...]]:
+        """`rows` less the repeats of a sender's event id: in this batch, and in the table
+        (see "Events retried by their sender" above). Called with the lock held."""
+        seen: set[object] = set()
+        out: list[tuple[object, ...]] = []
+        marked: dict[str, list[tuple[object, ...]]] = {}
+        for r in rows:
+            event_id = r[0]
+            if isinstance(event_id, str) and event_id[:1] == SENDER_ID_MARK:
+                if event_id in seen:
+                    continue
+                seen.add(event_id)
+                marked.setdefault(str(r[_DOMAIN]), []).append(r)
+            out.append(r)
+        stored: set[str] = set()
+        for domain, group in marked.items():
+            times = [_epoch(r[_TIMESTAMP]) for r in group]
+            lo, hi = min(times) - int(self.retry_window), max(times) + _CLOCK_SKEW
+            ids = ", ".join(_lit(str(r[0])) for r in group)
+            names = ", ".join(sorted({_lit(str(r[_NAME])) for r in group}))
+            found = self._request("", (
+                f"SELECT DISTINCT event_id FROM {_q(self.database)}.{_q(self.table)} "
+                f"WHERE domain = {_lit(domain)} AND timestamp >= toDateTime({max(lo, 0)}) "
+                f"AND timestamp <= toDateTime({hi}) AND name IN ({names}) AND event_id IN ({ids})").encode())
+            stored.update(line.decode() for line in found.splitlines() if line)
+        return [r for r in out if r[0] not in stored] if stored else out
 
     def write_table(self, table: str, rows: Sequence[tuple[object, ...]]) -> None:
         """Rows of one of gateway.schema.TABLES, as `write` does for events."""
@@ -509,7 +565,8 @@ class ClickHouseSink:
                 self._conn = None
 
 
-def open_clickhouse_sink(cfg: SinkConfig) -> ClickHouseSink:
+def open_clickhouse_sink(cfg: SinkConfig, retry_window: float = 7 * 86400.0) -> ClickHouseSink:
     """The sink `[sink] type = "clickhouse"` describes (validated by gateway.config.parse_sink)."""
     return ClickHouseSink(cfg.url, cfg.database, cfg.table, user=cfg.user, password=cfg.password,
-                          timeout=cfg.timeout, sessions_view=cfg.sessions_view, create_schema=cfg.create_schema)
+                          timeout=cfg.timeout, sessions_view=cfg.sessions_view, create_schema=cfg.create_schema,
+                          retry_window=retry_window)

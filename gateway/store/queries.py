@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import orjson
 
 from gateway.config import GatewayConfig
-from gateway.store.clickhouse import ClickHouseSink, _q, open_clickhouse_sink
+from gateway.store.clickhouse import ClickHouseSink, _lit, _q, open_clickhouse_sink
 
 __all__ = ["DRY_RUN_ROWS", "Bucket", "ConsoleReader", "EventItem", "PageKey", "SQLiteReader",
            "ClickHouseReader", "open_reader"]
@@ -173,11 +173,6 @@ class SQLiteReader:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
-
-
-def _lit(value: str) -> str:
-    """A ClickHouse string literal."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 class ClickHouseReader:

@@ -11,7 +11,7 @@ def open_sink(config: GatewayConfig) -> Sink:
     if config.sink.type == "clickhouse":
         from gateway.store.clickhouse import open_clickhouse_sink
 
-        return open_clickhouse_sink(config.sink)
+        return open_clickhouse_sink(config.sink, retry_window=config.server_api.max_age_seconds)
     from gateway.store.sqlite import SQLiteSink
 
     return SQLiteSink(config.sqlite_path)

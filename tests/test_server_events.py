@@ -1,0 +1,220 @@
+"""The server API's normaliser (gateway/ingest/server_events.py): one object of `events` → a
+validated `ServerEvent` for the key's site, or its errors by field. Unit and property tests;
+tests/test_server_api.py covers the same rules through the real server."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from hypothesis import assume, given, settings, strategies as st
+
+from gateway.ingest.server_events import (
+    EVENT_ID,
+    IDENTITY_FIELDS,
+    MAX_EVENT_ID,
+    ServerEvent,
+    ignored_fields,
+    normalise,
+    stored_event_id,
+)
+from gateway.schema import SENDER_ID_MARK
+
+NOW = 1_796_000_000.0  # 2026-11-29, a fixed "now"
+WEEK = 7 * 86400.0
+SITE = "shop.test"
+BASE = {"name": "Signup", "path": "/welcome"}
+
+
+def ok(obj: dict[str, Any], *, now: float = NOW, max_age: float = WEEK) -> ServerEvent:
+    result = normalise(obj, SITE, now, max_age)
+    assert isinstance(result, ServerEvent), result
+    return result
+
+
+def errors(obj: Any, *, now: float = NOW, max_age: float = WEEK) -> dict[str, list[str]]:
+    result = normalise(obj, SITE, now, max_age)
+    assert isinstance(result, dict), result
+    return result
+
+
+def stamp(seconds: float) -> str:
+    return datetime.fromtimestamp(int(seconds), UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+# --- timestamps ------------------------------------------------------------------------------
+
+_IN_WINDOW = st.floats(min_value=NOW - WEEK + 1, max_value=NOW + 299, allow_nan=False)
+_OFFSETS = st.integers(min_value=-14 * 60, max_value=14 * 60).map(lambda m: timezone(timedelta(minutes=m)))
+
+
+@given(seconds=_IN_WINDOW, zone=_OFFSETS, style=st.sampled_from(["Z", "offset", "naive", "ms", "ms-float"]))
+@settings(max_examples=300)
+def test_a_time_in_the_window_is_stored_as_its_utc_second_whatever_its_spelling(
+        seconds: float, zone: timezone, style: str) -> None:
+    when = datetime.fromtimestamp(int(seconds), UTC)
+    value: Any
+    if style == "Z":
+        value = when.strftime("%Y-%m-%dT%H:%M:%SZ")
+    elif style == "offset":
+        value = when.astimezone(zone).isoformat()
+    elif style == "naive":  # no zone means UTC
+        value = when.replace(tzinfo=None).isoformat(sep=" ")
+    elif style == "ms":
+        value = int(seconds) * 1000 + 999  # milliseconds: the second is kept, the rest dropped
+    else:
+        value = int(seconds) * 1000 + 0.5
+    assert ok({**BASE, "timestamp": value}).timestamp == stamp(seconds)
+
+
+@given(seconds=st.floats(min_value=0, max_value=4e9, allow_nan=False), max_age=st.sampled_from([60.0, 3600.0, WEEK]))
+@settings(max_examples=300)
+def test_a_time_outside_the_window_is_an_error_of_its_own(seconds: float, max_age: float) -> None:
+    ms = int(seconds * 1000)
+    result = normalise({**BASE, "timestamp": ms}, SITE, NOW, max_age)
+    if ms / 1000 < NOW - max_age:
+        assert result == {"timestamp": ["is older than the accepted age"]}
+    elif ms / 1000 > NOW + 300:
+        assert result == {"timestamp": ["is more than 5 minutes in the future"]}
+    else:
+        assert isinstance(result, ServerEvent) and result.timestamp == stamp(ms / 1000)
+
+
+@pytest.mark.parametrize("alias", ["timestamp", "ts", "time", "occurredAt", "occurred_at", "sentAt"])
+def test_every_timestamp_alias_is_read(alias: str) -> None:
+    assert ok({**BASE, alias: int((NOW - 90) * 1000)}).timestamp == stamp(NOW - 90)
+
+
+def test_no_timestamp_is_the_arrival_time_and_the_first_alias_wins() -> None:
+    assert ok(BASE).timestamp == stamp(NOW)
+    assert ok({**BASE, "ts": int((NOW - 60) * 1000), "timestamp": int((NOW - 30) * 1000)}).timestamp == stamp(NOW - 30)
+    assert ok({**BASE, "timestamp": None, "time": int((NOW - 60) * 1000)}).timestamp == stamp(NOW - 60)
+
+
+@pytest.mark.parametrize("value", [True, False, "yesterday", "2026-13-01T00:00:00Z", "1796000000000", [], {},
+                                   "2026-11-29T10:00:00Z" + " " * 30, float("nan"), float("inf"), 10**400])
+def test_a_timestamp_that_is_no_time_is_an_error(value: Any) -> None:
+    assert errors({**BASE, "timestamp": value}) == {"timestamp": ["must be ISO 8601 or Unix milliseconds"]}
+
+
+def test_unix_seconds_read_as_milliseconds_are_1970_and_refused() -> None:
+    assert errors({**BASE, "timestamp": int(NOW)}) == {"timestamp": ["is older than the accepted age"]}
+
+
+@given(value=st.one_of(st.text(max_size=60), st.integers(), st.floats(), st.booleans(), st.none()))
+@settings(max_examples=300)
+def test_any_timestamp_value_is_a_time_or_an_error_never_an_exception(value: Any) -> None:
+    result = normalise({**BASE, "timestamp": value}, SITE, NOW, WEEK)
+    assert isinstance(result, ServerEvent) or set(result) == {"timestamp"}
+
+
+# --- aliases -----------------------------------------------------------------------------------
+
+_ALIASES: dict[str, tuple[str, ...]] = {
+    "name": ("name", "eventName", "event_name", "event", "type", "event_type"),
+    "url": ("url", "pageUrl", "page_url", "page"),
+    "props": ("props", "properties", "metadata", "meta"),
+    "referrer": ("referrer", "referer", "referrerUrl"),
+    "visitor": ("anonymousId", "anonymous_id", "visitorId", "visitor_id"),
+    "ua": ("userAgent", "user_agent", "ua"),
+    "event_id": EVENT_ID,
+    "consent": ("consentGiven", "consent_given", "consent"),
+}
+_VALUES = {"name": "Purchase", "url": "https://shop.test/checkout?x=1", "props": {"plan": "pro", "n": 3},
+           "referrer": "https://news.example.org/a", "visitor": "customer-77",
+           "ua": "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
+           "event_id": "order-8841", "consent": True}
+
+
+@given(pick=st.fixed_dictionaries({f: st.sampled_from(names) for f, names in _ALIASES.items()}))
+@settings(max_examples=200)
+def test_any_choice_of_aliases_reads_as_our_own_field_names(pick: dict[str, str]) -> None:
+    ours = ok({_ALIASES[f][0]: v for f, v in _VALUES.items()})
+    theirs = ok({pick[f]: v for f, v in _VALUES.items()})
+    assert theirs == ours
+    assert (ours.event.name, ours.visitor, ours.user_agent, ours.event_id) == (
+        "Purchase", "customer-77", _VALUES["ua"], "order-8841")
+
+
+@given(field=st.sampled_from(sorted(_ALIASES)), data=st.data())
+def test_when_two_aliases_are_sent_the_first_in_the_documented_order_wins(field: str, data: st.DataObject) -> None:
+    names = _ALIASES[field]
+    assume(len(names) > 1)
+    i, j = sorted(data.draw(st.lists(st.integers(0, len(names) - 1), min_size=2, max_size=2, unique=True)))
+    first, second = {"name": ("Winner", "Loser"), "url": ("https://shop.test/a", "https://shop.test/b"),
+                     "props": ({"k": "a"}, {"k": "b"}), "referrer": ("https://a.example/", "https://b.example/"),
+                     "visitor": ("v-a", "v-b"), "ua": ("UA-a", "UA-b"), "event_id": ("id-a", "id-b"),
+                     "consent": (False, True)}[field]
+    base = {k: v for k, v in {**BASE, "name": "x", "url": "https://shop.test/x"}.items() if k not in names}
+    result = ok({**base, names[j]: second, names[i]: first})
+    assert result == ok({**base, names[0]: first})
+
+
+def test_a_null_alias_counts_as_absent_and_false_does_not() -> None:
+    assert ok({"name": None, "eventName": "Signup", "path": "/"}).event.name == "Signup"
+    assert ok({**BASE, "consentGiven": False, "consent": True}).consent is False
+
+
+def test_a_path_or_a_page_given_as_a_path_is_on_the_keys_site() -> None:
+    for obj in ({"name": "a", "path": "/welcome"}, {"name": "a", "path": "welcome"}, {"name": "a", "page": "/welcome"},
+                {"name": "a", "url": "https://shop.test/welcome"}):
+        event = ok(obj).event
+        assert (event.hostname, event.pathname) == ("shop.test", "/welcome"), obj
+    assert ok({"name": "a", "path": "/x", "url": "https://shop.test/y"}).event.pathname == "/y"  # url wins
+
+
+@given(source=st.text(alphabet="abcdefghijklmnopqrstuvwxyz-", min_size=1, max_size=20),
+       medium=st.text(alphabet="abcdefghijklmnopqrstuvwxyz-", min_size=1, max_size=20),
+       spelling=st.sampled_from(["camel", "snake", "object"]))
+def test_utm_fields_in_any_spelling_become_the_pages_query_tags(source: str, medium: str, spelling: str) -> None:
+    utm: dict[str, Any] = {"camel": {"utmSource": source, "utmMedium": medium},
+                           "snake": {"utm_source": source, "utm_medium": medium},
+                           "object": {"utm": {"source": source, "medium": medium}}}[spelling]
+    event = ok({"name": "a", "url": "https://shop.test/p?utm_source=old#top", **utm}).event
+    assert event.url == ok({"name": "a", "url": f"https://shop.test/p?utm_source=old&utm_source={source}"
+                                                 f"&utm_medium={medium}#top"}).event.url
+
+
+def test_an_event_id_is_1_to_64_characters() -> None:
+    assert ok({**BASE, "eventId": "x" * MAX_EVENT_ID}).event_id == "x" * MAX_EVENT_ID
+    for bad in ("x" * (MAX_EVENT_ID + 1), "", 42, ["a"]):
+        assert errors({**BASE, "eventId": bad}) == {"eventId": [f"must be a string of 1 to {MAX_EVENT_ID} characters"]}
+
+
+# --- what is never read -------------------------------------------------------------------------
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+                     max_leaves=8)
+
+
+@given(extra=st.dictionaries(st.sampled_from(sorted(IDENTITY_FIELDS | {"pageTitle", "sessionId", "context"})), _JSON,
+                             min_size=1, max_size=5))
+def test_identity_and_unstored_fields_change_nothing_and_are_listed_once(extra: dict[str, Any]) -> None:
+    full = {**BASE, "anonymousId": "c-1", **extra}
+    assert ok(full) == ok({**BASE, "anonymousId": "c-1"})
+    assert ignored_fields([full, full, {**BASE, **extra}]) == sorted(extra)
+
+
+def test_message_id_is_read_and_not_listed_as_ignored() -> None:
+    for alias in ("messageId", "message_id"):
+        assert ok({**BASE, alias: "m-1"}).event_id == "m-1"
+        assert ignored_fields([{**BASE, alias: "m-1"}]) == []
+
+
+@given(obj=st.dictionaries(st.sampled_from(sorted({n for names in _ALIASES.values() for n in names}
+                                                   | {"path", "utm", "ip", "revenue", "interactive", "hashMode",
+                                                      "timestamp", "utmSource"})), _JSON, max_size=8))
+@settings(max_examples=500)
+def test_any_object_is_an_event_or_errors_never_an_exception(obj: dict[str, Any]) -> None:
+    result = normalise(obj, SITE, NOW, WEEK)
+    assert isinstance(result, ServerEvent) or (isinstance(result, dict) and result and all(
+        isinstance(v, list) and all(isinstance(m, str) for m in v) for v in result.values()))
+
+
+def test_stored_event_ids_are_marked_per_site_and_stable() -> None:
+    a = stored_event_id(SITE, "order-1")
+    assert a == stored_event_id(SITE, "order-1") and len(a) == 32 and a[0] == SENDER_ID_MARK
+    assert all(c in "0123456789abcdef" for c in a[1:])
+    assert a not in (stored_event_id("other.test", "order-1"), stored_event_id(SITE, "order-2"))
