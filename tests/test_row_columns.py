@@ -104,11 +104,19 @@ def test_the_body_memo_bounds_the_kept_parts_and_hands_out_the_same_events(tmp_p
     assert parse(body(0)).items[0].events[0] is not kept[0]
 
 
-def test_row_columns_keep_no_events() -> None:
+def test_row_columns_keep_no_events_only_bounded_page_and_referrer_answers() -> None:
     columns = RowColumns(cache_size=16)
     e = event(pathname="/a")
     assert columns.for_event(e) == columns.for_event(e) and columns.for_event(e) is not columns.for_event(e)
-    assert set(columns.cache_info()) == {"user_agents", "referrers"}
+    assert set(columns.cache_info()) == {"user_agents", "referrers", "sources"}
+    # another event of the same page and referrer (an engagement event, a server-side event)
+    # shares the page and referrer columns, which are keyed by those fields, not by the event
+    twin = event(pathname="/a", scroll_depth=40, engagement_time=1200)
+    assert columns.for_event(twin)[0] is columns.for_event(e)[0]
+    assert columns.for_event(twin)[1] != columns.for_event(e)[1]
+    for i in range(40):
+        columns.for_event(event(pathname=f"/p{i}"))
+    assert columns.cache_info()["sources"] == 16
 
 
 def test_the_row_builder_puts_every_column_where_the_schema_says(tmp_path: Path) -> None:

@@ -33,6 +33,7 @@ from gateway.api.common import json, runtime
 from gateway.ingest.body import ParsedEvent
 from gateway.ingest.clients import Client
 from gateway.ingest.executor import Outcome
+from gateway.ingest.row import new_event_id
 from gateway.ingest.server_events import ServerEvent, ignored_fields, normalise, stored_event_id
 from gateway.ingest.visitor import visitor_id
 from gateway.runtime import Runtime
@@ -162,10 +163,13 @@ def _decide_and_build(rt: Runtime, events: list[ServerEvent]) -> tuple[list[tupl
         groups.setdefault((e.ip, e.user_agent), []).append(e)
     request_visitor = getrandbits(63)
     salt = rt.visitors.salt()
+    anonymous: dict[tuple[str, str, str], int] = {}  # an anonymousId's id, per site and hostname
+    row = rt.rows.row
     rows: list[tuple[Any, ...]] = []
     dropped = 0
     for (ip, ua), group in groups.items():
-        client: Client = rt.clients.describe(ip, ua or "")
+        # Kept for the group: its client-only verdicts and visitor ids are worked out once.
+        client: Client = rt.clients.describe(ip, ua or "", keep=True)
         executor = rt.server_executor if ua else rt.server_executor_no_ua
         out = Outcome()
         consenting: list[ParsedEvent] = []
@@ -182,15 +186,20 @@ def _decide_and_build(rt: Runtime, events: list[ServerEvent]) -> tuple[list[tupl
         dropped += len(out.dropped)
         if out.site_drops:
             rt.record_drops(out, client)
-        built = rt.rows.rows(out.kept, client)
-        for row, (event, site) in zip(built, out.kept):
+        forwarded = bool(ua) and ip is not None
+        for event, site in out.kept:
             e = meta[id(event)]
-            event_id = stored_event_id(site.domain, e.event_id) if e.event_id else row[0]
-            if ua and ip is not None:
-                user_id = row[4]  # the browser visitor's own daily id
+            event_id = stored_event_id(site.domain, e.event_id) if e.event_id else new_event_id()
+            if forwarded:
+                user_id = rt.visitors.id_of(client, site.domain, event.hostname)  # the browser visitor's own
             elif e.visitor is not None:
-                user_id = visitor_id(salt, "\x00anonymous\x00" + e.visitor, None, site.domain, event.hostname)
+                key = (e.visitor, site.domain, event.hostname)
+                found = anonymous.get(key)
+                if found is None:
+                    found = anonymous[key] = visitor_id(salt, "\x00anonymous\x00" + e.visitor, None, site.domain,
+                                                        event.hostname)
+                user_id = found
             else:  # an eventId does not name a visitor: a retry is found by its event_id instead
                 user_id = request_visitor
-            rows.append((event_id, e.timestamp, row[2], row[3], user_id, *row[5:]))
+            rows.append(row((event_id, e.timestamp, event.name, site.domain, user_id), event, client))
     return rows, dropped

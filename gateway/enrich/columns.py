@@ -10,6 +10,8 @@ again for a repeated body (gateway/ingest/body.py). Only kept events are enriche
 
 from __future__ import annotations
 
+import functools
+
 import orjson
 
 from gateway.enrich.referrer import KnownSources, ReferrerClassifier
@@ -27,11 +29,17 @@ class RowColumns:
     """The per-event and per-client parts of a stored row. `cache_size` bounds the User-Agent
     and referrer caches; build one per worker (the parsers load in well under a second)."""
 
-    __slots__ = ("_referrers", "_agents")
+    __slots__ = ("_referrers", "_agents", "_sources")
 
     def __init__(self, cache_size: int = 10000, *, sources: KnownSources | None = None) -> None:
         self._referrers = ReferrerClassifier(sources, cache_size=cache_size)
         self._agents = UAParser(cache_size)
+        # The page and referrer columns are a pure function of nine event fields. An event of a
+        # repeated body is enriched once anyway (`ParsedEvent.columns`), but a new body of a
+        # known page and referrer is common: engagement events (their own engagement time) and
+        # server-side batches (their own ids and times). A hit saves the referrer parse and
+        # classification (about 3 µs of the 4 the event's columns cost). Pure: nothing to follow.
+        self._sources = functools.lru_cache(maxsize=cache_size)(self._source_columns) if cache_size else None
 
     def for_client(self, user_agent: str, location: Location | None) -> ClientColumns:
         """The geo and User-Agent columns of every row from this client. Never raises."""
@@ -45,7 +53,9 @@ class RowColumns:
 
     def for_event(self, event: Event) -> EventColumns:
         """The columns that come from the event alone. Never raises."""
-        ref = self._referrers.classify(event)
+        key = (event.hostname, event.pathname, event.referrer, event.click_id_param, event.utm_source,
+               event.utm_medium, event.utm_campaign, event.utm_content, event.utm_term)
+        source = self._source_columns(*key) if self._sources is None else self._sources(*key)
         props = event.props
         if props:
             keys = orjson.dumps([k for k, _ in props]).decode()
@@ -54,13 +64,19 @@ class RowColumns:
             keys = values = "[]"
         version = event.tracker_version
         return (
-            SourceColumns(event.hostname, event.pathname, ref.referrer, ref.referrer_source,
-                          event.click_id_param or "", ref.utm_medium, event.utm_source or "",
-                          event.utm_campaign or "", event.utm_content or "", event.utm_term or ""),
+            source,
             DetailColumns(keys, values, event.scroll_depth, event.engagement_time, 1 if event.interactive else 0,
                           event.revenue_amount, event.revenue_currency or "", version if 0 <= version < 65536 else 0),
         )
 
+    def _source_columns(self, hostname: str, pathname: str, referrer: str | None, click_id: str | None,
+                        utm_source: str | None, utm_medium: str | None, utm_campaign: str | None,
+                        utm_content: str | None, utm_term: str | None) -> SourceColumns:
+        ref = self._referrers.classify_fields(referrer, hostname, utm_source, utm_medium, click_id)
+        return SourceColumns(hostname, pathname, ref.referrer, ref.referrer_source, click_id or "", ref.utm_medium,
+                             utm_source or "", utm_campaign or "", utm_content or "", utm_term or "")
+
     def cache_info(self) -> dict[str, int]:
         """Entries in each cache, for tests and metrics."""
-        return {"user_agents": self._agents.cache_info()[0], "referrers": self._referrers.cache_info()[0]}
+        return {"user_agents": self._agents.cache_info()[0], "referrers": self._referrers.cache_info()[0],
+                "sources": self._sources.cache_info().currsize if self._sources is not None else 0}

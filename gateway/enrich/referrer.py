@@ -234,11 +234,12 @@ class ReferrerClassifier:
 
     def classify(self, event: Event) -> ReferrerInfo:
         """The referrer, referrer_source and utm_medium columns for `event`. Never raises."""
-        return self._classify(event.referrer, event.hostname, event.utm_source, event.utm_medium,
-                              event.click_id_param)
+        return self.classify_fields(event.referrer, event.hostname, event.utm_source, event.utm_medium,
+                                    event.click_id_param)
 
-    def _classify(self, referrer: str | None, hostname: str, utm_source: str | None, utm_medium: str | None,
-                  click_id_param: str | None) -> ReferrerInfo:
+    def classify_fields(self, referrer: str | None, hostname: str, utm_source: str | None, utm_medium: str | None,
+                        click_id_param: str | None) -> ReferrerInfo:
+        """`classify` from the five event fields it reads."""
         parsed = parse_referrer(referrer, hostname)
         if utm_source is not None:
             source = self._sources.canonical(utm_source)

@@ -189,12 +189,15 @@ class ClientMemo:
         return self._cached(peer, values, tls)
 
     def describe(self, ip: IPAddress | None, user_agent: str, ip_type: str | None = None,
-                 headers: BrowserHeaders | None = None) -> Client:
-        """A one-off client for an address already known (`explain`): geo and columns as a
-        request from it would get, `ip_type` as a trusted proxy would have said it."""
+                 headers: BrowserHeaders | None = None, *, keep: bool = False) -> Client:
+        """A client for an address already known, not remembered here (`explain`, a server-side
+        sender's forwarded visitor): geo and columns as a request from it would get, `ip_type`
+        as a trusted proxy would have said it. With `keep`, the client keeps its client-only
+        verdicts and visitor ids for as long as the caller holds it (one batch's visitor)."""
         if ip_type not in IP_TYPES:
             ip_type = None
-        return Client(ip, user_agent, ip_type, headers=headers, generation=self._generation.value, source=self)
+        return Client(ip, user_agent, ip_type, headers=headers, generation=self._generation.value,
+                      verdicts={} if keep else None, visitor_ids={} if keep else None, source=self)
 
     def _remembered(self, peer: str, values: tuple[str | None, ...], tls: bool) -> Client:
         return self._fresh(peer, values, tls, True)

@@ -22,7 +22,7 @@ from gateway.ingest.visitor import Visitors
 from gateway.schema import join
 from shields.model import SiteConfig
 
-__all__ = ["RowBuilder"]
+__all__ = ["RowBuilder", "new_event_id"]
 
 
 class _Clock:
@@ -63,12 +63,23 @@ class RowBuilder:
             if parts is None:
                 parts = event.columns = self._columns.for_event(event)
             user_id = id_of(client, site.domain, event.hostname)
-            # 32 hex digits: the time in milliseconds, then 80 random bits. Unique in practice
-            # (it collapses re-sent copies), and in arrival order: a sink's index on it grows at
-            # one end instead of at random places, and ClickHouse's sessions break ties within a
-            # second by it. The random module's generator is seeded from the OS and reseeded in
-            # a forked child; it is cheaper than a getrandom call per row.
-            event_id = "%012x%020x" % (time_ns() // 1_000_000, getrandbits(80))
-            out.append(join((event_id, timestamp, event.name, site.domain, user_id), parts[0], client.columns,
+            out.append(join((new_event_id(), timestamp, event.name, site.domain, user_id), parts[0], client.columns,
                             parts[1]))
         return out
+
+    def row(self, head: tuple[str, str, str, str, int], event: ParsedEvent, client: Client) -> tuple[Any, ...]:
+        """One row whose head (event id, time, name, site, visitor id) the caller worked out: a
+        server-side event's own time, id and visitor."""
+        parts = event.columns
+        if parts is None:
+            parts = event.columns = self._columns.for_event(event)
+        return join(head, parts[0], client.columns, parts[1])
+
+
+def new_event_id() -> str:
+    """32 hex digits: the time in milliseconds, then 80 random bits. Unique in practice (it
+    collapses re-sent copies), and in arrival order: a sink's index on it grows at one end
+    instead of at random places, and ClickHouse's sessions break ties within a second by it.
+    The random module's generator is seeded from the OS and reseeded in a forked child; it is
+    cheaper than a getrandom call per row."""
+    return "%012x%020x" % (time_ns() // 1_000_000, getrandbits(80))

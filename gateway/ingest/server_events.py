@@ -19,7 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from functools import lru_cache
+from urllib.parse import urlencode
 
 from gateway.ingest.body import ParsedEvent, parse_event
 from gateway.ingest.client_ip import parse_ip
@@ -57,7 +58,9 @@ _KNOWN = frozenset({*_NAME, *_URL, *_PROPS, *_REFERRER, *_TIME, *_VISITOR, *_UA,
                     "ip", "revenue", "interactive", "hashMode", "consentGiven", "consent_given", "consent", "domain"})
 
 
-@dataclass(frozen=True, slots=True)
+# Built for every event of a batch, so not frozen (a frozen one costs each field an
+# object.__setattr__); treated as immutable, like shields.model.Event.
+@dataclass(slots=True)
 class ServerEvent:
     event: ParsedEvent
     timestamp: str  # "YYYY-MM-DD HH:MM:SS", UTC: the event's own time
@@ -74,6 +77,18 @@ def stored_event_id(domain: str, event_id: str) -> str:
     (`SENDER_ID_MARK`, then 31 hex digits) so a sink knows which ids a retry may repeat."""
     digest = hashlib.blake2b(f"{domain}\x00{event_id}".encode(), digest_size=16).hexdigest()
     return SENDER_ID_MARK + digest[:31]
+
+
+_UTM_ANY = frozenset(_UTM_KEYS)
+# A batch repeats its visitors' addresses and its events' seconds: both answers are pure
+# functions of their input, kept in small bounded caches (a parse and a strftime, each about a
+# microsecond, against a lookup).
+_ip_of = lru_cache(maxsize=4096)(parse_ip)
+
+
+@lru_cache(maxsize=4096)
+def _stamp(second: int) -> str:
+    return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _first(obj: Mapping[str, Any], names: tuple[str, ...]) -> tuple[str | None, Any]:
@@ -140,13 +155,14 @@ def normalise(obj: Any, domain: str, now: float, max_age: float) -> ServerEvent 
         url = f"https://{domain}{path if path.startswith('/') else '/' + path}"
     if url is None:
         bad("url", "is required (url, pageUrl or path)")
-    elif isinstance(url, str) and urlsplit(url).scheme == "" and url.startswith("/"):
-        url = f"https://{domain}{url}"  # a path given as the page
+    elif isinstance(url, str) and url.startswith("/"):  # no scheme: a path given as the page
+        url = f"https://{domain}{url}"
     utm: dict[str, str] = {}
-    for key, column in _UTM_KEYS.items():
-        v = obj.get(key)
-        if isinstance(v, str):
-            utm[column] = v
+    if not _UTM_ANY.isdisjoint(obj):  # one set test for the usual event that has none
+        for key, column in _UTM_KEYS.items():
+            v = obj.get(key)
+            if isinstance(v, str):
+                utm[column] = v
     nested = obj.get("utm")
     if isinstance(nested, dict):
         for k in _UTM:
@@ -184,7 +200,7 @@ def normalise(obj: Any, domain: str, now: float, max_age: float) -> ServerEvent 
     ip: IPAddress | None = None
     raw_ip = obj.get("ip")
     if raw_ip is not None:
-        ip = parse_ip(raw_ip) if isinstance(raw_ip, str) and len(raw_ip) <= 64 else None
+        ip = _ip_of(raw_ip) if isinstance(raw_ip, str) and len(raw_ip) <= 64 else None
         if ip is None:
             bad("ip", "is not an IP address")
     _, ua = _first(obj, _UA)
@@ -201,7 +217,7 @@ def normalise(obj: Any, domain: str, now: float, max_age: float) -> ServerEvent 
         bad("consentGiven", "must be true or false")
     if errors or event is None or not isinstance(when, float):
         return errors or {"event": ["is invalid"]}
-    stamp = datetime.fromtimestamp(int(when), UTC).strftime("%Y-%m-%d %H:%M:%S")
+    stamp = _stamp(int(when))
     return ServerEvent(event, stamp, event_id, ip, ua or None, None if visitor is None else str(visitor),
                        bool(consent))
 
