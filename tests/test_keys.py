@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 
 import pytest
+import redis
 import servers
 from gatewayproc import Gateway
 from servers import RedisServer
@@ -182,3 +183,31 @@ def test_keys_live_in_redis_when_nodes_share_state(start_gateway: Callable[..., 
     while a.api("GET", "/api/v1/sites/a.test/summary", token).status_code == 200:
         assert time.monotonic() < deadline, "node a still accepts a key revoked in Redis"
         time.sleep(0.2)
+
+
+def _shared(server: RedisServer, prefix: str) -> str:
+    return f'[shared]\ntype = "redis"\nurl = "{server.url}"\nkey_prefix = "{prefix}"\n'
+
+
+def test_a_failed_last_used_write_is_logged_and_the_request_still_answered(
+        start_gateway: Callable[..., Gateway], redis_server: RedisServer) -> None:
+    gw = start_gateway(sites=SITES, extra=_shared(redis_server, "touchfail:"))
+    token = gw.key("a.test", "read")
+    client = redis.Redis.from_url(redis_server.url)
+    # Redis still answers reads but refuses every write (no replica to acknowledge it): the key
+    # checks out, its last_used cannot be written.
+    client.config_set("min-replicas-to-write", 1)
+    try:
+        assert gw.api("GET", "/api/v1/me", token).status_code == 200
+        key_id = parse_token(token)[0]  # type: ignore[index]
+        deadline = time.monotonic() + 5
+        while "could not be recorded" not in gw.log():
+            assert time.monotonic() < deadline, gw.log()
+            time.sleep(0.1)
+        line = next(x for x in gw.log().splitlines() if "could not be recorded" in x)
+        assert f"key {key_id}:" in line and "NOREPLICAS" in line
+        assert token.rsplit("_", 1)[1] not in gw.log()
+    finally:
+        client.config_set("min-replicas-to-write", 0)
+        client.close()
+    assert json.loads(gw.cli("keys", "list", "--json").stdout)[0]["last_used"] is None

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import math
 from urllib.parse import urlsplit
 
@@ -34,6 +35,8 @@ COOKIE = "egw_console"
 FAILURES_PER_MINUTE = 10
 FAILURES_BURST = 20
 _UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+log = logging.getLogger("gateway.api")
 
 
 def _token(request: Request) -> tuple[str | None, bool]:
@@ -100,5 +103,14 @@ async def authenticate(request: Request, domain: str | None, scope: str) -> tupl
             return json({"error": "no such site"}, 404)
     if not record.allows(scope):
         return json({"error": f"this key's scope ({record.scope}) does not allow this; it needs {scope}"}, 403)
-    asyncio.get_running_loop().run_in_executor(None, rt.keys.touch, record)
+    touched = asyncio.get_running_loop().run_in_executor(None, rt.keys.touch, record)
+    touched.add_done_callback(lambda f: _touch_failed(f, record.id))
     return record, site
+
+
+def _touch_failed(done: asyncio.Future[None], key_id: str) -> None:
+    """Log a failed `last_used` write: nothing awaits it, so its error would go unseen. The
+    request is answered all the same (it only feeds `keys list`); the next try is a minute on."""
+    if done.cancelled() or (exc := done.exception()) is None:
+        return
+    log.warning("key %s: its last use could not be recorded: %s: %s", key_id, type(exc).__name__, exc)
