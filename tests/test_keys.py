@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import sqlite3
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
+import httpx
 import pytest
 import redis
 import servers
 from gatewayproc import Gateway
-from servers import RedisServer
+from servers import RedisServer, missing, redis_command
 
 from gateway.state.keys import KeyRing, SQLiteKeyStore, create_key, parse_token
 
@@ -187,6 +191,71 @@ def test_keys_live_in_redis_when_nodes_share_state(start_gateway: Callable[..., 
 
 def _shared(server: RedisServer, prefix: str) -> str:
     return f'[shared]\ntype = "redis"\nurl = "{server.url}"\nkey_prefix = "{prefix}"\n'
+
+
+def _console(gw: Gateway, cookie: str, ip: str) -> httpx.Response:
+    """GET /console/ with this cookie from this client, outside the gateway's client (whose
+    cookie jar would keep what the answers set)."""
+    return httpx.get(f"{gw.url}/console/", headers={"cookie": f"egw_console={cookie}", "x-forwarded-for": ip},
+                     timeout=10)
+
+
+def test_console_cookie_guesses_take_from_the_same_failure_bucket_as_bearer_ones(
+        start_gateway: Callable[..., Gateway]) -> None:
+    gw = start_gateway(sites=SITES)
+    good = gw.key("a.test", "read")
+    guess = "egk_000000000000_" + "B" * 43
+    pages = [_console(gw, guess, "198.51.100.30") for _ in range(25)]
+    assert [p.status_code for p in pages[:20]] == [200] * 20 and {p.status_code for p in pages[20:]} == {429}
+    assert "no longer valid" in pages[0].text and 'id=key' in pages[0].text
+    assert "Max-Age=0" in pages[0].headers["set-cookie"]  # the bad key is dropped from the cookie
+    assert int(pages[-1].headers["retry-after"]) >= 1
+    # Once limited, a valid key gets the same answer: the page no longer tells them apart.
+    limited = _console(gw, good, "198.51.100.30")
+    assert limited.status_code == 429 and "data-site" not in limited.text
+    # The bucket is the API's too.
+    assert gw.api("GET", "/api/v1/me", good, headers={"x-forwarded-for": "198.51.100.30"}).status_code == 429
+    # Another client signs in as before.
+    assert "data-site='a.test'" in _console(gw, good, "198.51.100.31").text
+    # A Bearer failure and a sign-in failure fill the same bucket as well.
+    for _ in range(19):
+        assert gw.api("GET", "/api/v1/me", guess, headers={"x-forwarded-for": "198.51.100.33"}).status_code == 401
+    assert httpx.post(f"{gw.url}/console/sign-in", data={"key": guess},
+                      headers={"x-forwarded-for": "198.51.100.33"}).status_code == 401
+    assert _console(gw, guess, "198.51.100.33").status_code == 429
+
+
+def test_an_unreachable_key_store_answers_503_on_the_console_and_the_api(
+        start_gateway: Callable[..., Gateway]) -> None:
+    if redis_command() is None:
+        missing(servers.REDIS_PACKAGE, "Redis server")
+    base = Path(tempfile.mkdtemp(prefix="gw-redis-keys-"))
+    server = RedisServer(base)
+    try:
+        server.start()
+        gw = start_gateway(sites=SITES, extra=_shared(server, "down:"))
+        token = gw.key("a.test", "manage")
+        assert "data-site='a.test'" in _console(gw, token, "198.51.100.40").text
+        server.stop()
+        time.sleep(2.5)  # past the workers' memory of the key
+        page = _console(gw, token, "198.51.100.40")
+        assert page.status_code == 503, page.text
+        assert page.headers["content-type"].startswith("text/html") and page.headers["retry-after"] == "5"
+        assert "cannot be checked" in page.text
+        assert "set-cookie" not in page.headers  # an outage does not sign anyone out
+        api = gw.api("GET", "/api/v1/sites/a.test/summary", token)
+        assert api.status_code == 503 and api.headers["retry-after"] == "5"
+        sign_in = httpx.post(f"{gw.url}/console/sign-in", data={"key": token})
+        assert sign_in.status_code == 503 and "cannot be checked" in sign_in.text
+        log = gw.log()
+        assert "Exception occurred" not in log and "Traceback" not in log
+        assert token.rsplit("_", 1)[1] not in log
+        server.start()  # back, and empty (nothing is kept on disk here): a key made now signs in
+        token = gw.key("a.test", "read")
+        assert "data-site='a.test'" in _console(gw, token, "198.51.100.41").text
+    finally:
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_a_failed_last_used_write_is_logged_and_the_request_still_answered(

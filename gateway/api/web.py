@@ -7,14 +7,17 @@ the console API same-origin with that cookie and draws with the vendored chart l
 the page of a `manage` key (and the API refuses a `read` key's PUT anyway).
 
 The cookie is HttpOnly and SameSite=Strict, Secure when the request came over https (the socket,
-or `X-Forwarded-Proto` from a trusted proxy). Sign-in failures count in the same per-client
-failure bucket as the API's, so the form cannot be used to guess keys faster.
+or `X-Forwarded-Proto` from a trusted proxy). A key the page or the sign-in form finds invalid
+takes a token from the same per-client failure bucket as the API's, so neither can be used to
+guess keys faster; an empty bucket answers 429. When the key store cannot be read the page
+answers 503, never a guess.
 """
 
 from __future__ import annotations
 
 import asyncio
 import html
+import logging
 import math
 from importlib import resources
 
@@ -40,6 +43,8 @@ _SECURITY = {
 _ASSETS = {"console.js": "application/javascript; charset=utf-8", "console.css": "text/css; charset=utf-8",
            "chart.umd.min.js": "application/javascript; charset=utf-8"}
 _COOKIE_DAYS = 7
+
+log = logging.getLogger("gateway.api")
 
 
 def _page(title: str, body: str, status: int = 200, headers: dict[str, str] | None = None) -> HTTPResponse:
@@ -75,6 +80,18 @@ def _cookie(request: Request, value: str, max_age: int) -> str:
     return flags + ("; Secure" if _secure(request) else "")
 
 
+def _too_many(wait: float) -> HTTPResponse:
+    return _sign_in_page("Too many failed attempts: wait a minute and try again.", 429,
+                         {"retry-after": str(max(1, math.ceil(wait)))})
+
+
+def _unavailable() -> HTTPResponse:
+    """The key store cannot be read: neither a sign-in form (the key may be fine) nor a guess."""
+    body = ("<main class=narrow><h1>Site console</h1><p class=error role=alert>Keys cannot be checked "
+            "right now: reload this page in a few seconds.</p></main>")
+    return _page("Unavailable", body, 503, {"retry-after": "5"})
+
+
 async def _verify(request: Request, token: str) -> KeyRecord | None:
     rt = runtime(request)
     return await asyncio.get_running_loop().run_in_executor(None, rt.keys.verify, token)
@@ -82,11 +99,27 @@ async def _verify(request: Request, token: str) -> KeyRecord | None:
 
 async def dashboard(request: Request) -> HTTPResponse:
     """`GET /console/`: the dashboard of the signed-in key's site, else the sign-in form."""
+    rt = runtime(request)
     token = request.cookies.get(COOKIE)
-    record = await _verify(request, token) if token else None
+    if not token:
+        return _sign_in_page()
+    # The cookie's key is checked as a Bearer one is: an empty failure bucket answers 429 before
+    # any check, and an invalid key takes a token.
+    bucket = failure_key(rt, request)
+    ok, wait = rt.limiter.peek(bucket, FAILURES_PER_MINUTE, FAILURES_BURST)
+    if not ok:
+        return _too_many(wait)
+    try:
+        record = await _verify(request, token)
+    except Exception as exc:  # the key store cannot be read: refuse, never guess
+        log.warning("console: keys cannot be checked: %s: %s", type(exc).__name__, exc)
+        return _unavailable()
     if record is None or record.scope == "ingest":
-        return _sign_in_page("Your key is no longer valid: sign in again." if token else "")
-    site = runtime(request).sites.get(record.site)
+        if record is None:
+            rt.limiter.allow(bucket, FAILURES_PER_MINUTE, FAILURES_BURST)
+        return _sign_in_page("Your key is no longer valid: sign in again.",
+                             headers={"set-cookie": _cookie(request, "", 0)})
+    site = rt.sites.get(record.site)
     if site is None:
         return _sign_in_page(f"The site {record.site} is no longer configured.")
     manage = record.scope == "manage"
@@ -148,12 +181,12 @@ async def sign_in(request: Request) -> HTTPResponse:
     bucket = failure_key(rt, request)
     ok, wait = rt.limiter.peek(bucket, FAILURES_PER_MINUTE, FAILURES_BURST)
     if not ok:
-        return _sign_in_page("Too many failed attempts: wait a minute and try again.", 429,
-                             {"retry-after": str(max(1, math.ceil(wait)))})
+        return _too_many(wait)
     token = (request.form.get("key") or "").strip() if request.form else ""
     try:
         record = await _verify(request, token) if token else None
-    except Exception:
+    except Exception as exc:
+        log.warning("console: keys cannot be checked: %s: %s", type(exc).__name__, exc)
         return _sign_in_page("Keys cannot be checked right now: try again shortly.", 503, {"retry-after": "5"})
     if record is None or record.scope == "ingest":
         if record is None:
