@@ -205,24 +205,58 @@ def test_console_cookie_guesses_take_from_the_same_failure_bucket_as_bearer_ones
     gw = start_gateway(sites=SITES)
     good = gw.key("a.test", "read")
     guess = "egk_000000000000_" + "B" * 43
-    pages = [_console(gw, guess, "198.51.100.30") for _ in range(25)]
+    pages = [_console(gw, f"a.test:{guess}", "198.51.100.30") for _ in range(25)]
     assert [p.status_code for p in pages[:20]] == [200] * 20 and {p.status_code for p in pages[20:]} == {429}
     assert "no longer valid" in pages[0].text and 'id=key' in pages[0].text
     assert "Max-Age=0" in pages[0].headers["set-cookie"]  # the bad key is dropped from the cookie
     assert int(pages[-1].headers["retry-after"]) >= 1
     # Once limited, a valid key gets the same answer: the page no longer tells them apart.
-    limited = _console(gw, good, "198.51.100.30")
+    limited = _console(gw, f"a.test:{good}", "198.51.100.30")
     assert limited.status_code == 429 and "data-site" not in limited.text
     # The bucket is the API's too.
     assert gw.api("GET", "/api/v1/me", good, headers={"x-forwarded-for": "198.51.100.30"}).status_code == 429
     # Another client signs in as before.
-    assert "data-site='a.test'" in _console(gw, good, "198.51.100.31").text
+    assert "data-site='a.test'" in _console(gw, f"a.test:{good}", "198.51.100.31").text
+    # Many guesses in one cookie cost one token each: ten, ten, then nothing is left.
+    many = "|".join(f"s{i}.test:egk_{i:012x}_" + "C" * 43 for i in range(10))
+    assert [_console(gw, many, "198.51.100.32").status_code for _ in range(3)] == [200, 200, 429]
     # A Bearer failure and a sign-in failure fill the same bucket as well.
     for _ in range(19):
         assert gw.api("GET", "/api/v1/me", guess, headers={"x-forwarded-for": "198.51.100.33"}).status_code == 401
     assert httpx.post(f"{gw.url}/console/sign-in", data={"key": guess},
                       headers={"x-forwarded-for": "198.51.100.33"}).status_code == 401
-    assert _console(gw, guess, "198.51.100.33").status_code == 429
+    assert _console(gw, f"a.test:{guess}", "198.51.100.33").status_code == 429
+
+
+def test_the_console_cookie_keeps_one_key_per_site_at_most_ten_and_drops_revoked_ones(
+        start_gateway: Callable[..., Gateway]) -> None:
+    sites = {f"s{i}": f'domain = "s{i}.test"\n' for i in range(11)}
+    gw = start_gateway(sites=sites)
+    keys = {i: gw.key(f"s{i}.test", "read") for i in range(11)}
+    with httpx.Client(base_url=gw.url) as browser:
+        for i in range(11):
+            done = browser.post("/console/sign-in", data={"key": keys[i]})
+            assert done.status_code == 303 and done.headers["location"] == f"/console/?site=s{i}.test"
+        cookie = browser.cookies["egw_console"]
+        assert [p.split(":")[0] for p in cookie.split("|")] == [f"s{i}.test" for i in range(10, 0, -1)]
+        assert len(cookie) < 4096 and keys[0] not in cookie  # the first site fell off
+        page = browser.get("/console/", params={"site": "s3.test"}).text
+        assert "data-site='s3.test'" in page and page.count("<a href='/console/?site=") == 10
+        assert browser.get("/console/", params={"site": "s0.test"}).status_code == 404
+        # A second key for a site replaces the first, which goes on working by itself.
+        newer = gw.key("s3.test", "manage")
+        browser.post("/console/sign-in", data={"key": newer})
+        cookie = browser.cookies["egw_console"]
+        assert cookie.startswith(f"s3.test:{newer}|") and keys[3] not in cookie and cookie.count("|") == 9
+        assert "data-scope='manage'" in browser.get("/console/", params={"site": "s3.test"}).text
+        # A revoked key leaves the cookie at the next page; the others stay.
+        assert gw.cli("keys", "revoke", parse_token(keys[5])[0]).returncode == 0  # type: ignore[index]
+        time.sleep(2.5)
+        page = browser.get("/console/").text
+        assert "data-site='s3.test'" in page and "s5.test" not in page
+        assert keys[5] not in browser.cookies["egw_console"] and browser.cookies["egw_console"].count("|") == 8
+        browser.post("/console/sign-out")
+        assert "egw_console" not in browser.cookies
 
 
 def test_an_unreachable_key_store_answers_503_on_the_console_and_the_api(
@@ -235,10 +269,10 @@ def test_an_unreachable_key_store_answers_503_on_the_console_and_the_api(
         server.start()
         gw = start_gateway(sites=SITES, extra=_shared(server, "down:"))
         token = gw.key("a.test", "manage")
-        assert "data-site='a.test'" in _console(gw, token, "198.51.100.40").text
+        assert "data-site='a.test'" in _console(gw, f"a.test:{token}", "198.51.100.40").text
         server.stop()
         time.sleep(2.5)  # past the workers' memory of the key
-        page = _console(gw, token, "198.51.100.40")
+        page = _console(gw, f"a.test:{token}", "198.51.100.40")
         assert page.status_code == 503, page.text
         assert page.headers["content-type"].startswith("text/html") and page.headers["retry-after"] == "5"
         assert "cannot be checked" in page.text
@@ -252,7 +286,7 @@ def test_an_unreachable_key_store_answers_503_on_the_console_and_the_api(
         assert token.rsplit("_", 1)[1] not in log
         server.start()  # back, and empty (nothing is kept on disk here): a key made now signs in
         token = gw.key("a.test", "read")
-        assert "data-site='a.test'" in _console(gw, token, "198.51.100.41").text
+        assert "data-site='a.test'" in _console(gw, f"a.test:{token}", "198.51.100.41").text
     finally:
         server.stop()
         shutil.rmtree(base, ignore_errors=True)
