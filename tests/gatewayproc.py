@@ -126,10 +126,11 @@ class Gateway:
 
     def post(self, body: Any = None, *, content: bytes | str | None = None,
              headers: dict[str, str] | None = None, ip: str | None = None,
-             ua: str | None = CHROME, browser: bool | None = None) -> httpx.Response:
+             ua: str | None = CHROME, browser: bool | None = None, new_connection: bool = False) -> httpx.Response:
         """POST /api/event. A User-Agent that claims a browser comes with what that browser sends
         (tests/browser_headers.py) unless `browser=False`: the test gateway is on a loopback
-        address, which browsers treat as secure."""
+        address, which browsers treat as secure. `new_connection`: not over the kept-alive
+        connection (which one worker holds), so that the kernel hands it to any worker."""
         h = {"content-type": "text/plain"}
         if ua is not None:
             if browser is None:
@@ -144,7 +145,21 @@ class Gateway:
         h.update(headers or {})
         if content is None:
             content = json.dumps(body)
+        if new_connection:
+            return httpx.post(f"{self.url}/api/event", content=content, headers=h, timeout=10)
         return self.client.post("/api/event", content=content, headers=h)
+
+    def worker_dropped(self, site: str, reason: str) -> dict[int, int]:
+        """Events of `site` each worker (by pid) has dropped for `reason`, from the snapshots the
+        workers publish every second (data/metrics/worker-<pid>.json)."""
+        out: dict[int, int] = {}
+        for path in (self.data_dir / "metrics").glob("worker-*.json"):
+            try:
+                snap = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            out[int(snap["pid"])] = sum(n for s, r, n in snap["dropped"] if s == site and r == reason)
+        return out
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Run `edge-gateway <args> --config <this gateway's file>` for real."""
