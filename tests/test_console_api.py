@@ -256,6 +256,10 @@ def test_dry_run_counts_what_a_rule_would_drop_and_let_back_in_with_samples(shop
     assert {"reason": "bot", "change": "disabled", "would_let_back_in": 3} in d["switches"]
     # nothing was saved
     assert (gw.base / "sites" / "shop.toml").read_text() == SHOP
+    # Every answer says that IP rules cannot be replayed, whatever the proposal touches.
+    for shields in ({"page_blocklist": ["/pricing"]}, {}, {"disabled": ["bot"]}):
+        notes = gw.api("POST", "/api/v1/sites/shop.test/shields/dry-run", read, json={"shields": shields}).json()["notes"]
+        assert [n for n in notes if "cannot be replayed" in n and "never stores an address" in n], (shields, notes)
     bad = gw.api("POST", "/api/v1/sites/shop.test/shields/dry-run", read, json={"shields": {"page_blocklist": [1]}})
     assert bad.status_code == 400 and "shields.page_blocklist[0]" in bad.json()["errors"]
     assert gw.api("POST", "/api/v1/sites/shop.test/shields/dry-run", read,
