@@ -19,6 +19,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from browser_headers import browser_headers, claims_a_browser
 
 ROOT = Path(__file__).resolve().parent.parent
+# libfaketime (Debian's faketime), for a gateway whose clock is set back or ahead.
+FAKETIME_LIB = next(iter(Path("/usr/lib").glob("*/faketime/libfaketime.so.1")), None)
 CHROME = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
 
 
@@ -46,6 +48,13 @@ def write_config(base: Path, *, sites: dict[str, str] | None = None, workers: in
         f'[sink]\ntype = "sqlite"\nbatch_size = {batch_size}\nflush_interval = {flush_interval}\n'
     )
     return cfg
+
+
+def faketime_env(offset_seconds: int) -> dict[str, str]:
+    """The environment that runs a gateway (every process of it) `offset_seconds` from now."""
+    assert FAKETIME_LIB is not None
+    return {"LD_PRELOAD": str(FAKETIME_LIB), "FAKETIME": f"{offset_seconds:+d}s", "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+            "FAKETIME_DONT_RESET": "1", "TZ": "UTC"}
 
 
 def metric_value(text: str, name: str, **labels: str) -> float | None:

@@ -7,10 +7,12 @@ from __future__ import annotations
 import time
 import tomllib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
-from gatewayproc import Gateway
+from gatewayproc import FAKETIME_LIB, Gateway, faketime_env, write_config
+from prerequisites import unavailable
 
 CHROME = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
           "Chrome/131.0.0.0 Safari/537.36")
@@ -147,6 +149,67 @@ def test_drops_filter_and_page_and_limits_are_enforced(shop: tuple[Gateway, str,
     assert gw.api("GET", "/api/v1/sites/shop.test/drops", read, params={"reason": "nonsense"}).status_code == 400
     top = gw.api("GET", "/api/v1/sites/shop.test/top", read).json()
     assert top["evidence"] and {"value": "/bot", "records": 1} in top["pages"]
+
+
+def test_drops_and_events_list_50_by_default_and_take_a_limit_up_to_200(start_gateway: Callable[..., Gateway]) -> None:
+    gw = start_gateway(sites=SITES, extra="[retention]\ndrop_records_per_minute = 1000\n")
+    read = gw.key("shop.test", "read")
+    for b in range(3):
+        kept = gw.post([_event(f"/k{b}-{i}") for i in range(70)], ip=f"203.0.113.{100 + b}", ua=CHROME)
+        dropped = gw.post([_event(f"/admin/{b}-{i}") for i in range(70)], ip=f"203.0.113.{110 + b}", ua=CHROME)
+        assert kept.json() == {"accepted": 70} and dropped.json() == {"accepted": 0, "dropped": 70}
+    assert len(gw.wait_rows(210)) == 210
+    _wait(lambda: len(gw.table_rows("drops")) == 210)
+    for path, items in (("drops", "drops"), ("events", "events")):
+        url = f"/api/v1/sites/shop.test/{path}"
+        default = gw.api("GET", url, read).json()
+        assert len(default[items]) == 50 and default["next"], path
+        most = gw.api("GET", url, read, params={"limit": 200})
+        assert most.status_code == 200 and len(most.json()[items]) == 200 and most.json()["next"], path
+        assert most.json()[items][:50] == default[items]  # the same newest first
+        rest = gw.api("GET", url, read, params={"limit": 200, "before": most.json()["next"]}).json()
+        assert len(rest[items]) == 10 and rest["next"] is None, path
+        for bad in (201, 0, "ten"):
+            r = gw.api("GET", url, read, params={"limit": bad})
+            assert r.status_code == 400 and list(r.json()["errors"]) == ["limit"], (path, bad)
+            assert "from 1 to 200" in r.json()["errors"]["limit"][0]
+
+
+def test_drop_records_are_kept_7_days_by_default(start_gateway: Callable[..., Gateway]) -> None:
+    gw = start_gateway(sites=SITES)  # no [retention] table
+    read = gw.key("shop.test", "read")
+    dry = "/api/v1/sites/shop.test/shields/dry-run"
+    assert gw.api("POST", dry, read, json={"shields": {}}).json()["days"] == 7  # looks back as far as records go
+    assert gw.api("POST", dry, read, json={"shields": {}, "days": 7}).status_code == 200
+    r = gw.api("POST", dry, read, json={"shields": {}, "days": 8})
+    assert r.status_code == 400 and "kept 7 days" in r.json()["errors"]["days"][0]
+
+
+def test_drop_records_older_than_drops_days_expire_in_a_running_gateway(tmp_path: Path) -> None:
+    if FAKETIME_LIB is None:
+        unavailable("libfaketime (Debian package faketime) is missing")
+    cfg = write_config(tmp_path / "gw", sites=SITES)  # no [retention] table: records are kept 7 days
+    # The same gateway run three times on one data dir: 8 days ago, 6 days ago and now, each
+    # time dropping one bot event of its own.
+    for days_ago, path in ((8, "/eight-days-ago"), (6, "/six-days-ago"), (0, "/today")):
+        gw = Gateway(cfg, env=faketime_env(-days_ago * 86400) if days_ago else None)
+        try:
+            gw.start()
+            assert gw.post(_event(path), ip="203.0.113.120", ua=BOT).json() == {"accepted": 0, "dropped": 1}
+            _wait(lambda: path in {r["pathname"] for r in gw.table_rows("drops")})
+            if days_ago:
+                continue
+            read = gw.key("shop.test", "read")
+            # The running gateway's shipper expires the console tables when it starts shipping
+            # (then hourly): the record of 8 days ago goes, the one of 6 days ago stays.
+            records = _wait(lambda: len(r := gw.api("GET", "/api/v1/sites/shop.test/drops", read).json()["drops"]) == 2 and r)
+            assert [d["pathname"] for d in records] == ["/today", "/six-days-ago"]
+            assert {r["pathname"] for r in gw.table_rows("drops")} == {"/today", "/six-days-ago"}
+            # The per-minute counts are kept 400 days: the event of 8 days ago is still counted.
+            since = int(time.time()) - 9 * 86400
+            _wait(lambda: _summary(gw, read, **{"from": since, "interval": "day"})["totals"]["dropped"] == {"bot": 3})
+        finally:
+            gw.close()
 
 
 def test_events_list_newest_first_with_props_and_paging(shop: tuple[Gateway, str, str]) -> None:

@@ -9,6 +9,7 @@ import sqlite3
 import tempfile
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -27,7 +28,9 @@ redis_server = servers.redis_server
 def test_create_prints_the_secret_once_as_the_last_line_and_stores_only_its_hash(
         start_gateway: Callable[..., Gateway]) -> None:
     gw = start_gateway(sites=SITES)
+    made_after = int(time.time())
     token = gw.key("a.test", "read", "dashboard")
+    made_before = time.time()
     parsed = parse_token(token)
     assert parsed is not None
     key_id, secret = parsed
@@ -36,6 +39,11 @@ def test_create_prints_the_secret_once_as_the_last_line_and_stores_only_its_hash
     [entry] = json.loads(listed.stdout)
     assert entry["id"] == key_id and entry["site"] == "a.test" and entry["scope"] == "read"
     assert entry["label"] == "dashboard" and entry["last_used"] is None and entry["revoked"] is None
+    created = datetime.strptime(entry["created"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+    assert made_after <= created <= made_before
+    header, row = gw.cli("keys", "list").stdout.splitlines()
+    assert header.split()[:4] == ["id", "site", "scope", "created"]
+    assert row.split()[:6] == [key_id, "a.test", "read", entry["created"], "-", "-"] and row.endswith("dashboard")
     assert secret not in listed.stdout and secret not in gw.cli("keys", "list").stdout
     for path in gw.data_dir.glob("keys.sqlite*"):  # the file and its WAL
         assert secret.encode() not in path.read_bytes()
