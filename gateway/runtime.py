@@ -35,7 +35,7 @@ from gateway.lists import ListStore
 from gateway.metrics import ListGauge, Metrics
 from gateway.state.generation import Generation
 from gateway.state.keys import KeyRing, open_key_store
-from gateway.state.limits import LocalRateLimiter, RateLimiter, VelocityTable
+from gateway.state.limits import LocalRateLimiter, MinuteQuota, RateLimiter, VelocityTable
 from gateway.state.salts import FileSaltStore, SaltStore
 from gateway.state.shared import SharedRedis, open_shared
 from gateway.store.queries import ConsoleReader, open_reader
@@ -175,7 +175,9 @@ class Runtime(RequestPath):
                 ship_in_background=spool.shipper == "worker",
                 retention_days=config.retention_days,
             )
-        self.drop_records = DropRecorder(config.retention.drop_records_per_minute)
+        # The cap holds for the machine's workers together; with [shared] Redis, for each node.
+        self.drop_records = DropRecorder(config.retention.drop_records_per_minute,
+                                         MinuteQuota(config.state_dir / "droprecords.bin"))
         # The server-side events API's steps: the same tuple without what the ingest key vouches
         # for (spoofed_agent) or what has its own per-key bucket (rate_limited); with no
         # forwarded User-Agent, without the steps that judge one, nor velocity (no visitor to count).

@@ -19,6 +19,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from browser_headers import browser_headers, claims_a_browser
 
 ROOT = Path(__file__).resolve().parent.parent
+# libfaketime (Debian's faketime), for a gateway whose clock is set back or ahead.
+FAKETIME_LIB = next(iter(Path("/usr/lib").glob("*/faketime/libfaketime.so.1")), None)
 CHROME = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
 
 
@@ -46,6 +48,13 @@ def write_config(base: Path, *, sites: dict[str, str] | None = None, workers: in
         f'[sink]\ntype = "sqlite"\nbatch_size = {batch_size}\nflush_interval = {flush_interval}\n'
     )
     return cfg
+
+
+def faketime_env(offset_seconds: int) -> dict[str, str]:
+    """The environment that runs a gateway (every process of it) `offset_seconds` from now."""
+    assert FAKETIME_LIB is not None
+    return {"LD_PRELOAD": str(FAKETIME_LIB), "FAKETIME": f"{offset_seconds:+d}s", "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+            "FAKETIME_DONT_RESET": "1", "TZ": "UTC"}
 
 
 def metric_value(text: str, name: str, **labels: str) -> float | None:
@@ -126,10 +135,11 @@ class Gateway:
 
     def post(self, body: Any = None, *, content: bytes | str | None = None,
              headers: dict[str, str] | None = None, ip: str | None = None,
-             ua: str | None = CHROME, browser: bool | None = None) -> httpx.Response:
+             ua: str | None = CHROME, browser: bool | None = None, new_connection: bool = False) -> httpx.Response:
         """POST /api/event. A User-Agent that claims a browser comes with what that browser sends
         (tests/browser_headers.py) unless `browser=False`: the test gateway is on a loopback
-        address, which browsers treat as secure."""
+        address, which browsers treat as secure. `new_connection`: not over the kept-alive
+        connection (which one worker holds), so that the kernel hands it to any worker."""
         h = {"content-type": "text/plain"}
         if ua is not None:
             if browser is None:
@@ -144,7 +154,21 @@ class Gateway:
         h.update(headers or {})
         if content is None:
             content = json.dumps(body)
+        if new_connection:
+            return httpx.post(f"{self.url}/api/event", content=content, headers=h, timeout=10)
         return self.client.post("/api/event", content=content, headers=h)
+
+    def worker_dropped(self, site: str, reason: str) -> dict[int, int]:
+        """Events of `site` each worker (by pid) has dropped for `reason`, from the snapshots the
+        workers publish every second (data/metrics/worker-<pid>.json)."""
+        out: dict[int, int] = {}
+        for path in (self.data_dir / "metrics").glob("worker-*.json"):
+            try:
+                snap = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            out[int(snap["pid"])] = sum(n for s, r, n in snap["dropped"] if s == site and r == reason)
+        return out
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Run `edge-gateway <args> --config <this gateway's file>` for real."""

@@ -3,8 +3,8 @@
 Each server gets a free 127.0.0.1 port and its own config and data under a temporary
 directory, runs as a child process in the foreground (so it dies with the test run and never
 touches a system-wide instance) and is stopped by its process id. When the Debian package is
-not installed the fixtures skip with a message naming it, and fail instead when `CI` is set,
-so a CI machine that lost a package cannot pass by skipping.
+not installed the fixtures skip with a message naming it, and fail instead under `make test`
+or CI (tests/prerequisites.py), so a machine that lost a package cannot pass by skipping.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Self
 
 import pytest
+from prerequisites import unavailable
 
 CLICKHOUSE_PACKAGE = "clickhouse-server"
 REDIS_PACKAGE = "redis-server"
@@ -35,11 +36,8 @@ def free_port() -> int:
 
 
 def missing(package: str, what: str) -> None:
-    """Skip (or fail under CI) because a Debian package is not installed."""
-    msg = f"{what} not found: install Debian's {package} (apt-get install -y {package})"
-    if os.environ.get("CI"):
-        pytest.fail(msg, pytrace=False)
-    pytest.skip(msg)
+    """Skip (or fail under `make test` or CI) because a Debian package is not installed."""
+    unavailable(f"{what} not found: install Debian's {package} (apt-get install -y {package})")
 
 
 def clickhouse_command() -> list[str] | None:

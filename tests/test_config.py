@@ -93,6 +93,21 @@ def test_an_unknown_key_in_any_table_is_an_error(tmp_path: Path, text: str, key:
     assert exc.value.key == key and "unknown key" in exc.value.reason
 
 
+def test_retention_defaults_to_7_days_of_drop_records_and_reads_what_is_set(tmp_path: Path) -> None:
+    default = load_gateway_config(write(tmp_path / "a.toml", 'data_dir = "d"\n'))
+    assert default.retention.drops_days == 7 and default.retention.counts_days == 400
+    assert default.retention.drop_records_per_minute == 60
+    assert default.retention_days == {"drops": 7, "counts": 400}  # what the shipper expires by
+    empty_table = load_gateway_config(write(tmp_path / "b.toml", "[retention]\n"))
+    assert empty_table.retention_days == {"drops": 7, "counts": 400}
+    set_ = load_gateway_config(write(tmp_path / "c.toml", "[retention]\ndrops_days = 3\ncounts_days = 30\n"))
+    assert set_.retention_days == {"drops": 3, "counts": 30}
+    for bad in ("drops_days = 0", "drops_days = 4000", 'drops_days = "7"'):
+        with pytest.raises(ConfigError) as exc:
+            load_gateway_config(write(tmp_path / "d.toml", f"[retention]\n{bad}\n"))
+        assert exc.value.key == "retention.drops_days", bad
+
+
 def test_an_unknown_key_in_a_site_table_is_an_error(tmp_path: Path) -> None:
     write(tmp_path / "a.toml", 'domain = "a.test"\n[velocity]\nmax_events = 5\n')
     with pytest.raises(ConfigError) as exc:

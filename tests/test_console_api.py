@@ -7,10 +7,12 @@ from __future__ import annotations
 import time
 import tomllib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
-from gatewayproc import Gateway
+from gatewayproc import FAKETIME_LIB, Gateway, faketime_env, write_config
+from prerequisites import unavailable
 
 CHROME = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
           "Chrome/131.0.0.0 Safari/537.36")
@@ -77,17 +79,32 @@ def test_drops_leave_records_and_exact_counts_without_ip_or_user_agent(shop: tup
             assert "203.0.113." not in text and CHROME not in text and BOT not in text, (table, row)
 
 
-def test_drop_records_are_capped_per_minute_and_the_counts_stay_exact(start_gateway: Callable[..., Gateway]) -> None:
-    gw = start_gateway(sites=SITES, extra="[retention]\ndrop_records_per_minute = 5\n")
+def test_drop_records_are_capped_per_site_and_minute_across_workers_and_the_counts_stay_exact(
+        start_gateway: Callable[..., Gateway]) -> None:
+    gw = start_gateway(sites=SITES, workers=2, extra="[retention]\ndrop_records_per_minute = 5\n")
     key = gw.key("shop.test", "read")
-    if time.time() % 60 > 50:  # keep the flood inside one UTC minute
+    if time.time() % 60 > 35:  # keep the flood inside one UTC minute
         time.sleep(61 - time.time() % 60)
-    for i in range(40):
-        assert gw.post([_event(f"/x{i}")] * 1, ip="203.0.113.9", ua=BOT).status_code == 202
-    counts = _wait(lambda: (s := _summary(gw, key))["totals"]["dropped"].get("bot") == 40 and s)
-    assert counts["totals"]["dropped"] == {"bot": 40}
+    minute = int(time.time()) // 60
+    sent = 0
+    # Until each worker has dropped more than the cap by itself (a cap per worker would then
+    # store twice as many records), each event on a new connection so both workers get some.
+    while min(gw.worker_dropped("shop.test", "bot").values(), default=0) <= 5 or len(gw.worker_dropped("shop.test", "bot")) < 2:
+        assert sent < 400, gw.worker_dropped("shop.test", "bot")
+        for _ in range(20):
+            assert gw.post(_event(f"/x{sent}"), ip="203.0.113.9", ua=BOT, new_connection=True).status_code == 202
+            sent += 1
+        time.sleep(1.2)  # the workers' snapshots are published every second
+    for i in range(7):  # another site's cap is its own
+        gw.post(_event(f"/o{i}", domain="other.test"), ip="203.0.113.9", ua=BOT, new_connection=True)
+    assert int(time.time()) // 60 == minute, "the flood crossed a minute: run again"
+    counts = _wait(lambda: (s := _summary(gw, key))["totals"]["dropped"].get("bot") == sent and s)
+    assert counts["totals"]["dropped"] == {"bot": sent}
+    _wait(lambda: sum(r["events"] for r in gw.table_rows("counts") if r["domain"] == "other.test") == 7)
     time.sleep(0.5)
-    assert len(gw.api("GET", "/api/v1/sites/shop.test/drops", key).json()["drops"]) == 5
+    drops = gw.api("GET", "/api/v1/sites/shop.test/drops", key).json()["drops"]
+    assert len(drops) == 5
+    assert sorted(r["domain"] for r in gw.table_rows("drops")) == ["other.test"] * 5 + ["shop.test"] * 5
 
 
 def test_report_only_would_drops_are_counted_apart(start_gateway: Callable[..., Gateway]) -> None:
@@ -132,6 +149,67 @@ def test_drops_filter_and_page_and_limits_are_enforced(shop: tuple[Gateway, str,
     assert gw.api("GET", "/api/v1/sites/shop.test/drops", read, params={"reason": "nonsense"}).status_code == 400
     top = gw.api("GET", "/api/v1/sites/shop.test/top", read).json()
     assert top["evidence"] and {"value": "/bot", "records": 1} in top["pages"]
+
+
+def test_drops_and_events_list_50_by_default_and_take_a_limit_up_to_200(start_gateway: Callable[..., Gateway]) -> None:
+    gw = start_gateway(sites=SITES, extra="[retention]\ndrop_records_per_minute = 1000\n")
+    read = gw.key("shop.test", "read")
+    for b in range(3):
+        kept = gw.post([_event(f"/k{b}-{i}") for i in range(70)], ip=f"203.0.113.{100 + b}", ua=CHROME)
+        dropped = gw.post([_event(f"/admin/{b}-{i}") for i in range(70)], ip=f"203.0.113.{110 + b}", ua=CHROME)
+        assert kept.json() == {"accepted": 70} and dropped.json() == {"accepted": 0, "dropped": 70}
+    assert len(gw.wait_rows(210)) == 210
+    _wait(lambda: len(gw.table_rows("drops")) == 210)
+    for path, items in (("drops", "drops"), ("events", "events")):
+        url = f"/api/v1/sites/shop.test/{path}"
+        default = gw.api("GET", url, read).json()
+        assert len(default[items]) == 50 and default["next"], path
+        most = gw.api("GET", url, read, params={"limit": 200})
+        assert most.status_code == 200 and len(most.json()[items]) == 200 and most.json()["next"], path
+        assert most.json()[items][:50] == default[items]  # the same newest first
+        rest = gw.api("GET", url, read, params={"limit": 200, "before": most.json()["next"]}).json()
+        assert len(rest[items]) == 10 and rest["next"] is None, path
+        for bad in (201, 0, "ten"):
+            r = gw.api("GET", url, read, params={"limit": bad})
+            assert r.status_code == 400 and list(r.json()["errors"]) == ["limit"], (path, bad)
+            assert "from 1 to 200" in r.json()["errors"]["limit"][0]
+
+
+def test_drop_records_are_kept_7_days_by_default(start_gateway: Callable[..., Gateway]) -> None:
+    gw = start_gateway(sites=SITES)  # no [retention] table
+    read = gw.key("shop.test", "read")
+    dry = "/api/v1/sites/shop.test/shields/dry-run"
+    assert gw.api("POST", dry, read, json={"shields": {}}).json()["days"] == 7  # looks back as far as records go
+    assert gw.api("POST", dry, read, json={"shields": {}, "days": 7}).status_code == 200
+    r = gw.api("POST", dry, read, json={"shields": {}, "days": 8})
+    assert r.status_code == 400 and "kept 7 days" in r.json()["errors"]["days"][0]
+
+
+def test_drop_records_older_than_drops_days_expire_in_a_running_gateway(tmp_path: Path) -> None:
+    if FAKETIME_LIB is None:
+        unavailable("libfaketime (Debian package faketime) is missing")
+    cfg = write_config(tmp_path / "gw", sites=SITES)  # no [retention] table: records are kept 7 days
+    # The same gateway run three times on one data dir: 8 days ago, 6 days ago and now, each
+    # time dropping one bot event of its own.
+    for days_ago, path in ((8, "/eight-days-ago"), (6, "/six-days-ago"), (0, "/today")):
+        gw = Gateway(cfg, env=faketime_env(-days_ago * 86400) if days_ago else None)
+        try:
+            gw.start()
+            assert gw.post(_event(path), ip="203.0.113.120", ua=BOT).json() == {"accepted": 0, "dropped": 1}
+            _wait(lambda: path in {r["pathname"] for r in gw.table_rows("drops")})
+            if days_ago:
+                continue
+            read = gw.key("shop.test", "read")
+            # The running gateway's shipper expires the console tables when it starts shipping
+            # (then hourly): the record of 8 days ago goes, the one of 6 days ago stays.
+            records = _wait(lambda: len(r := gw.api("GET", "/api/v1/sites/shop.test/drops", read).json()["drops"]) == 2 and r)
+            assert [d["pathname"] for d in records] == ["/today", "/six-days-ago"]
+            assert {r["pathname"] for r in gw.table_rows("drops")} == {"/today", "/six-days-ago"}
+            # The per-minute counts are kept 400 days: the event of 8 days ago is still counted.
+            since = int(time.time()) - 9 * 86400
+            _wait(lambda: _summary(gw, read, **{"from": since, "interval": "day"})["totals"]["dropped"] == {"bot": 3})
+        finally:
+            gw.close()
 
 
 def test_events_list_newest_first_with_props_and_paging(shop: tuple[Gateway, str, str]) -> None:
@@ -205,12 +283,21 @@ def test_the_first_api_write_keeps_the_hand_written_version_in_the_history(shop:
 def test_an_edit_reaches_every_worker(start_gateway: Callable[..., Gateway]) -> None:
     gw = start_gateway(sites=SITES, workers=2)
     manage = gw.key("shop.test", "manage")
+    assert gw.post(_event("/gone"), ip="203.0.113.79", ua=CHROME).json() == {"accepted": 1}
     assert gw.api("PUT", "/api/v1/sites/shop.test/shields", manage,
                   json={"shields": {"page_blocklist": ["/gone"]}}).status_code == 200
     time.sleep(1.5)  # the other worker's once-a-second check
-    for i in range(20):
-        with gw.client.__class__(base_url=gw.url, timeout=5):
-            assert gw.post(_event("/gone"), ip=f"203.0.113.{80 + i}", ua=CHROME).json()["dropped"] == 1
+    # Each event on a new connection (the kept-alive one stays with one worker), until every
+    # worker's published counters show it dropped some: every answer must be a drop.
+    sent = 0
+    while len([n for n in gw.worker_dropped("shop.test", "site_page_blocklist").values() if n]) < 2:
+        assert sent < 300, gw.worker_dropped("shop.test", "site_page_blocklist")
+        for _ in range(10):
+            r = gw.post(_event("/gone"), ip=f"203.0.113.{80 + sent % 100}", ua=CHROME, new_connection=True)
+            assert r.json() == {"accepted": 0, "dropped": 1}, sent
+            sent += 1
+        time.sleep(1.1)  # the workers publish their counters every second
+    assert len(gw.worker_dropped("shop.test", "site_page_blocklist")) == 2
 
 
 def test_dry_run_counts_what_a_rule_would_drop_and_let_back_in_with_samples(shop: tuple[Gateway, str, str]) -> None:
@@ -241,6 +328,10 @@ def test_dry_run_counts_what_a_rule_would_drop_and_let_back_in_with_samples(shop
     assert {"reason": "bot", "change": "disabled", "would_let_back_in": 3} in d["switches"]
     # nothing was saved
     assert (gw.base / "sites" / "shop.toml").read_text() == SHOP
+    # Every answer says that IP rules cannot be replayed, whatever the proposal touches.
+    for shields in ({"page_blocklist": ["/pricing"]}, {}, {"disabled": ["bot"]}):
+        notes = gw.api("POST", "/api/v1/sites/shop.test/shields/dry-run", read, json={"shields": shields}).json()["notes"]
+        assert [n for n in notes if "cannot be replayed" in n and "never stores an address" in n], (shields, notes)
     bad = gw.api("POST", "/api/v1/sites/shop.test/shields/dry-run", read, json={"shields": {"page_blocklist": [1]}})
     assert bad.status_code == 400 and "shields.page_blocklist[0]" in bad.json()["errors"]
     assert gw.api("POST", "/api/v1/sites/shop.test/shields/dry-run", read,

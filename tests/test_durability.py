@@ -24,6 +24,7 @@ import pytest
 import servers
 from browser_headers import browser_headers
 from gatewayproc import Gateway, write_config
+from prerequisites import unavailable
 from servers import ClickHouseServer, RedisServer
 
 clickhouse_server = servers.clickhouse_server  # module-scoped server fixtures from tests/servers.py
@@ -195,9 +196,7 @@ def _node_config(base: Path, ch: ClickHouseServer, redis: RedisServer, database:
 def two_nodes(tmp_path: Path, clickhouse_server: ClickHouseServer,
               redis_server: RedisServer) -> Iterator[tuple[Gateway, Gateway, str]]:
     if FAKETIME_LIB is None:
-        if os.environ.get("CI"):
-            pytest.fail("libfaketime (Debian package faketime) is missing")
-        pytest.skip("libfaketime (Debian package faketime) is missing")
+        unavailable("libfaketime (Debian package faketime) is missing")
     database = f"two_nodes_{os.getpid()}"
     clickhouse_server.query(f"CREATE DATABASE IF NOT EXISTS {database}")
     # Both nodes run on a clock that reaches UTC midnight 14 s from now, so the daily salt

@@ -3,7 +3,7 @@ from __future__ import annotations
 import multiprocessing
 from pathlib import Path
 
-from gateway.state.limits import LocalRateLimiter, VelocityTable
+from gateway.state.limits import LocalRateLimiter, MinuteQuota, VelocityTable
 
 
 class Clock:
@@ -82,3 +82,31 @@ def test_tokens_given_back_are_taken_again_but_never_past_a_full_bucket(tmp_path
     rl.give_back("k", 10, 60, 10)
     rl.give_back("k", 10, 60, 10)  # more than was taken: the bucket stays at its burst
     assert rl.take("k", 10, 60, 10)[0] and not rl.take("k", 1, 60, 10)[0]
+
+
+def _take_quota(path: str, n: int, q: "multiprocessing.Queue[int]") -> None:
+    quota = MinuteQuota(Path(path))
+    q.put(sum(quota.take("shared.test", 29_000_000, 1, 25) for _ in range(n)))
+
+
+def test_a_minute_quota_is_shared_by_several_processes(tmp_path: Path) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    q: multiprocessing.Queue[int] = ctx.Queue()
+    procs = [ctx.Process(target=_take_quota, args=(str(tmp_path / "quota"), 20, q)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    total = sum(q.get(timeout=30) for _ in procs)
+    for p in procs:
+        p.join(10)
+    assert total == 25  # 60 asked for by three processes, 25 granted between them
+
+
+def test_a_minute_quota_grants_what_is_left_per_key_and_starts_again_each_minute(tmp_path: Path) -> None:
+    a, b = MinuteQuota(tmp_path / "quota"), MinuteQuota(tmp_path / "quota")
+    assert a.take("shop.test", 100, 3, 5) == 3
+    assert b.take("shop.test", 100, 3, 5) == 2 and a.take("shop.test", 100, 1, 5) == 0
+    assert b.take("other.test", 100, 5, 5) == 5  # another key's quota is its own
+    assert a.take("shop.test", 101, 4, 5) == 4  # a new minute
+    assert b.take("shop.test", 100, 1, 5) == 1  # a past minute is not kept: its slot is reused
+    small = MinuteQuota(tmp_path / "small", slots=4)  # more keys than slots: bounded, never fails
+    assert [small.take(f"s{i}.test", 100, 1, 1) for i in range(10)] == [1] * 10

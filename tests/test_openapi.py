@@ -7,8 +7,10 @@ import os
 import re
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 from gatewayproc import Gateway
 from openapi_spec_validator import validate
@@ -49,9 +51,12 @@ def test_the_documented_batch_maximum_is_the_configured_one(start_gateway: Calla
 
 
 def _schemathesis(gw: Gateway, key: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    """Run Schemathesis against the live gateway; every exchange is kept as a HAR file, `gw.base /
+    "schemathesis.har"`."""
     cmd = [str(Path(sys.executable).with_name("schemathesis")), "run", f"{gw.url}/api/v1/openapi.json",
            "--checks", CHECKS, "-H", f"Authorization: Bearer {key}", "--max-examples", "25",
-           "--workers", "1", "--seed", "1", "--no-color", *extra]
+           "--workers", "1", "--seed", "1", "--no-color", "--report", "har",
+           "--report-har-path", str(gw.base / "schemathesis.har"), *extra]
     env = {**os.environ, "SCHEMATHESIS_HOOKS": "", "NO_COLOR": "1"}
     # Run from a scratch folder: Schemathesis keeps a cache of examples in its working directory.
     return subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env, cwd=gw.config.parent)
@@ -70,6 +75,25 @@ def test_schemathesis_finds_no_5xx_and_every_answer_conforms(start_gateway: Call
     assert done.returncode == 0, summary + done.stderr[-3000:]
     assert "Traceback" not in gw.log() and "Exception occurred" not in gw.log()
     assert re.search(r"Test cases:\s+(\d+) generated, \1 passed", done.stdout), summary
+    # The run reached the real site, not only unknown ones: every GET operation answered 200 at
+    # least once for shop.test (the key's site), and so did the writes and the dry run.
+    doc = gw.client.get("/api/v1/openapi.json").json()
+    answered = _answers(gw.base / "schemathesis.har")
+    for template, ops in doc["paths"].items():
+        path = template.replace("{domain}", "shop.test")
+        for method in ops:
+            if method == "get" or (template.startswith("/api/v1/sites/") and method in ("put", "post")):
+                assert 200 in answered.get((method.upper(), path), Counter()), (method, path, answered.get((method.upper(), path)))
+    assert 202 in answered[("POST", "/api/event")]  # and some generated events were accepted
+
+
+def _answers(har: Path) -> dict[tuple[str, str], Counter[int]]:
+    """(method, path) -> the statuses the gateway answered, from a HAR file."""
+    out: dict[tuple[str, str], Counter[int]] = {}
+    for entry in json.loads(har.read_text())["log"]["entries"]:
+        key = (entry["request"]["method"].upper(), unquote(urlsplit(entry["request"]["url"]).path))
+        out.setdefault(key, Counter())[int(entry["response"]["status"])] += 1
+    return out
 
 
 def test_schemathesis_with_an_ingest_key_over_the_server_events_api(start_gateway: Callable[..., Gateway]) -> None:

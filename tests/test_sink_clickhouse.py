@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import sqlite3
 import tempfile
@@ -13,6 +14,7 @@ from typing import Any
 import orjson
 import pytest
 import servers
+from gatewayproc import Gateway, write_config
 from servers import ClickHouseServer, clickhouse_command, missing
 
 from gateway.ingest.server_events import stored_event_id
@@ -500,3 +502,72 @@ def test_a_sink_opened_from_the_config_finds_retries_within_server_api_max_age(t
     cfg.write_text('[sink]\ntype = "clickhouse"\nurl = "http://127.0.0.1:8123/"\n[server_api]\nmax_age = "36h"\n')
     sink = open_sink(load_gateway_config(cfg))
     assert isinstance(sink, ClickHouseSink) and sink.retry_window == 36 * 3600
+
+
+# --- a running gateway on ClickHouse, read back through the console API -------------------------
+
+CHROME = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+          "Chrome/131.0.0.0 Safari/537.36")
+
+
+def _until(predicate: Any, timeout: float = 15.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.2)
+    return value
+
+
+def test_a_gateway_on_clickhouse_answers_the_console_api_from_what_it_stored(
+        clickhouse_server: ClickHouseServer, tmp_path: Path) -> None:
+    database = "console_e2e"
+    cfg = write_config(tmp_path / "gw", sites={
+        "shop": 'domain = "shop.test"\n[shields]\npage_blocklist = ["/admin/*"]\n',
+        "other": 'domain = "other.test"\n'})
+    cfg.write_text(re.sub(r"\[sink\][^\[]*", "", cfg.read_text()) + (
+        f'[sink]\ntype = "clickhouse"\nurl = "{clickhouse_server.url}"\ndatabase = "{database}"\n'
+        f'user = "gateway"\npassword = "{clickhouse_server.password}"\nbatch_size = 500\nflush_interval = 0.2\n'))
+    gw = Gateway(cfg).start()
+    try:
+        read = gw.key("shop.test", "read")
+        for i in range(3):
+            body = {"n": "Signup" if i == 2 else "pageview", "u": f"https://shop.test/p{i}", "d": "shop.test",
+                    "p": {"plan": f"plan{i}"}}
+            assert gw.post(body, ip=f"203.0.113.{i + 1}", ua=CHROME).json() == {"accepted": 1}
+        assert gw.post({"n": "pageview", "u": "https://shop.test/admin/users", "d": "shop.test"},
+                       ip="203.0.113.9", ua=CHROME).json() == {"accepted": 0, "dropped": 1}
+        assert gw.post({"n": "pageview", "u": "https://shop.test/b", "d": "shop.test", "r": "https://news.example/x"},
+                       ip="203.0.113.10", ua="curl/8.5.0").json() == {"accepted": 0, "dropped": 1}
+        assert gw.post({"n": "pageview", "u": "https://other.test/o", "d": "other.test"},
+                       ip="203.0.113.11", ua="curl/8.5.0").json() == {"accepted": 0, "dropped": 1}
+
+        def summary() -> dict[str, Any]:
+            r = gw.api("GET", "/api/v1/sites/shop.test/summary", read, params={"interval": "minute"})
+            assert r.status_code == 200, r.text
+            return r.json()  # type: ignore[no-any-return]
+
+        totals = _until(lambda: (t := summary()["totals"])["accepted"] == 3 and sum(t["dropped"].values()) == 2 and t)
+        assert totals["dropped"] == {"site_page_blocklist": 1, "bot": 1}
+        drops = _until(lambda: len(d := gw.api("GET", "/api/v1/sites/shop.test/drops", read).json()["drops"]) == 2 and d)
+        assert [d["pathname"] for d in drops] == ["/b", "/admin/users"]  # newest first
+        assert drops[0]["reason"] == "bot" and drops[0]["referrer_host"] == "news.example" and drops[0]["evidence"]
+        assert drops[1]["reason"] == "site_page_blocklist" and drops[1]["hostname"] == "shop.test"
+        bots = gw.api("GET", "/api/v1/sites/shop.test/drops", read, params={"reason": "bot"}).json()["drops"]
+        assert [d["pathname"] for d in bots] == ["/b"]
+        events = _until(lambda: len(e := gw.api("GET", "/api/v1/sites/shop.test/events", read).json()["events"]) == 3 and e)
+        assert sorted(e["pathname"] for e in events) == ["/p0", "/p1", "/p2"]
+        assert [e["timestamp"] for e in events] == sorted((e["timestamp"] for e in events), reverse=True)
+        signups = gw.api("GET", "/api/v1/sites/shop.test/events", read, params={"name": "Signup"}).json()["events"]
+        assert [(e["page"], e["props"]) for e in signups] == [("https://shop.test/p2", {"plan": "plan2"})]
+        page = gw.api("GET", "/api/v1/sites/shop.test/events", read, params={"limit": 2}).json()
+        rest = gw.api("GET", "/api/v1/sites/shop.test/events", read, params={"limit": 2, "before": page["next"]}).json()
+        assert len({e["id"] for e in page["events"] + rest["events"]}) == 3 and rest["next"] is None
+        # It was ClickHouse that answered: nothing went to a SQLite file, and its tables hold the rows,
+        # without an address or a User-Agent.
+        assert not gw.sqlite_path.exists()
+        stored = q(clickhouse_server, f"SELECT domain, pathname, reason, detail, browser FROM {database}.drops")
+        assert sorted(r["pathname"] for r in stored) == ["/admin/users", "/b", "/o"]
+        assert "203.0.113." not in str(stored) and "curl/8.5.0" not in str(stored) and CHROME not in str(stored)
+        assert int(q(clickhouse_server, f"SELECT count() AS n FROM {database}.events FINAL")[0]["n"]) == 3
+    finally:
+        gw.close()

@@ -10,9 +10,9 @@ Replayed with the shields' own code (shields/rules.py), on what the sink holds f
   per minute, counts are not);
 - a shield taken out of `report_only` would drop exactly what it counted as would-drops.
 
-What cannot be replayed is said in `notes`: IP rules (no address is stored, by design), a
-shield switched back on after being disabled (it examined nothing while off), and events past
-the look-back the sink keeps. Each added or removed rule gets its own line with its count and
+What cannot be replayed is said in `notes`: IP rules, in every answer whatever the proposal
+changes (no address is stored, by design), a shield switched back on after being disabled (it
+examined nothing while off), and events past the look-back the sink keeps. Each added or removed rule gets its own line with its count and
 samples, so a site owner sees which entry does what.
 """
 
@@ -171,14 +171,12 @@ def dry_run(run: DryRun, reader: ConsoleReader) -> dict[str, Any]:
         switches.append({"reason": reason, "change": "enabled", "would_drop": None})
 
     rules: list[dict[str, Any]] = []
-    ip_changed = False
     for name in _LISTS:
         before, after = _entries(cur, name), _entries(new, name)
         added = [e for e in after if e not in before]
         removed = [e for e in before if e not in after]
         if name.startswith("ip_"):
             if added or removed:
-                ip_changed = True
                 rules.extend({"list": name, "rule": e, "change": "added" if e in added else "removed",
                               "replayable": False} for e in (added + removed)[:MAX_RULE_LINES])
             continue
@@ -204,8 +202,9 @@ def dry_run(run: DryRun, reader: ConsoleReader) -> dict[str, Any]:
             rules.append(line)
         if len(added) + len(removed) > MAX_RULE_LINES:
             notes.append(f"{name}: {len(added) + len(removed)} rules changed; the first {MAX_RULE_LINES} are listed")
-    if ip_changed or new.shields.ip_blocklist or new.shields.ip_allowlist:
-        notes.append(IP_NOTE)
+    # Said in every answer, not only when the proposal touches IP rules: the events replayed here
+    # passed the site's current IP rules, and what those dropped is known only by its counts.
+    notes.append(IP_NOTE)
     sampled = [reason for reason, n in records_by_reason.items()
                if reason in _REPLAYABLE and dropped_counts.get(reason, 0) > n]
     if sampled:

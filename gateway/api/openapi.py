@@ -341,7 +341,8 @@ DOCUMENT: dict[str, Any] = {
         "schemas": SCHEMAS,
         "securitySchemes": {"key": {"type": "http", "scheme": "bearer",
                                     "description": "A per-site key from `edge-gateway keys create` (read, manage "
-                                                   "or ingest), or the web console's cookie holding one."}},
+                                                   "or ingest), or the web console's cookie holding one per "
+                                                   "site (a request about a site uses that site's key)."}},
     },
 }
 

@@ -4,8 +4,9 @@ A *drop record* is one dropped event of a declared site, as its owner may see it
 evidence label, a detail with any address blanked out, the event's name, hostname and page,
 the referrer's host, and the client's country, browser and device class (from the client's
 columns: a dropped event pays for its geo lookup and User-Agent parse only when it gets a
-record). Never the IP, never the raw User-Agent. A worker writes at most
-`[retention] drop_records_per_minute` records per site and UTC minute: under a flood the
+record). Never the IP, never the raw User-Agent. The workers of one machine write at most
+`[retention] drop_records_per_minute` records per site and UTC minute between them (a quota in
+the state dir, gateway/state/limits.py; with many nodes the cap is per node): under a flood the
 records are a sample and the counts stay exact.
 
 The *counts* are the executor's (`Executor.minutes`): events of declared sites per UTC minute,
@@ -30,6 +31,7 @@ from urllib.parse import urlsplit
 from gateway.ingest.body import ParsedEvent
 from gateway.ingest.clients import Client
 from gateway.schema import DropRecord, MinuteCount
+from gateway.state.limits import MinuteQuota
 from shields.model import SiteConfig, Verdict
 
 __all__ = ["DropRecorder", "count_rows", "minute_text", "scrub"]
@@ -61,14 +63,20 @@ def minute_text(minute: int) -> str:
 
 
 class DropRecorder:
-    """Drop records for one worker, capped per site and UTC minute."""
+    """Drop records for one worker, capped per site and UTC minute for every worker of the machine.
 
-    __slots__ = ("cap", "_minute", "_written", "skipped")
+    The shared quota is asked once per request that has drops of a site whose cap this worker
+    has not yet seen reached this minute; once a site's answer is "nothing left", it is not asked
+    again until the minute changes, so a flood past the cap costs a set lookup per event.
+    """
 
-    def __init__(self, per_minute: int) -> None:
+    __slots__ = ("cap", "_quota", "_minute", "_spent", "skipped")
+
+    def __init__(self, per_minute: int, quota: MinuteQuota) -> None:
         self.cap = per_minute
+        self._quota = quota
         self._minute = -1
-        self._written: dict[str, int] = {}  # records this minute, per declared site: bounded by the sites
+        self._spent: set[str] = set()  # sites with no records left this minute: bounded by the sites
         self.skipped = 0  # drops past the cap, for metrics
 
     def records(self, site_drops: Sequence[tuple[ParsedEvent, SiteConfig, Verdict]],
@@ -79,15 +87,24 @@ class DropRecorder:
         minute = int(now) // 60
         if minute != self._minute:
             self._minute = minute
-            self._written.clear()
+            self._spent.clear()
+        wanted: dict[str, int] = {}
+        for _, site, _ in site_drops:
+            if site.domain not in self._spent:
+                wanted[site.domain] = wanted.get(site.domain, 0) + 1
+        for domain, n in wanted.items():
+            granted = self._quota.take(domain, minute, n, self.cap) if self.cap > 0 else 0
+            if granted < n:
+                self._spent.add(domain)
+            wanted[domain] = granted
         out: list[tuple[Any, ...]] = []
         timestamp = ""
         for event, site, verdict in site_drops:
-            written = self._written.get(site.domain, 0)
-            if written >= self.cap:
+            left = wanted.get(site.domain, 0)
+            if left <= 0:
                 self.skipped += 1
                 continue
-            self._written[site.domain] = written + 1
+            wanted[site.domain] = left - 1
             if not timestamp:
                 timestamp = datetime.fromtimestamp(int(now), UTC).strftime("%Y-%m-%d %H:%M:%S")
             columns = client.columns

@@ -1,4 +1,5 @@
-"""Per-site rate limits and per-visitor velocity caps, shared by the workers of one machine.
+"""Per-site rate limits, per-visitor velocity caps and per-minute quotas, shared by the workers
+of one machine.
 
 Both live in small fixed-size tables in memory-mapped files under `<data_dir>/state/`, guarded
 by an fcntl lock: every worker sees the same buckets, a check costs a few microseconds, and
@@ -11,6 +12,9 @@ instead; see gateway/state/shared.py.)
   event (Matomo's "max actions per visit"). Past the cap, events are dropped as `velocity`.
   The table has a fixed number of slots; when a slot is needed and every candidate is in use,
   the least recently seen visitor is forgotten (that visitor starts counting again).
+- Minute quota: how much of a per-minute allowance each key (a site) has used in the current
+  UTC minute, so that what is capped "per site and minute" (drop records) is capped for the
+  machine, not for each worker.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Protocol
 
 _BUCKET = struct.Struct("<Qdd")  # key, tokens, last refill time
 _VISIT = struct.Struct("<QII")  # key, last seen (s), events in this visit
+_QUOTA = struct.Struct("<QqI")  # key, minute (Unix seconds // 60), used in that minute
 _PROBE = 8
 
 
@@ -175,6 +180,44 @@ class VelocityTable:
             if record:
                 rec.pack_into(t.mm, victim * rec.size, k, now, 1)
             return 1 <= cap
+        finally:
+            t.unlock()
+
+    def close(self) -> None:
+        self._t.close()
+
+
+class MinuteQuota:
+    """A per-minute allowance per key, shared across processes through one mmap file: `take`
+    grants what is left of the key's `cap` for a minute. A key's count starts again at a new
+    minute; a slot of a past minute is free for any key."""
+
+    def __init__(self, path: Path, slots: int = 1024) -> None:
+        self._t = _Table(path, _QUOTA, slots)
+
+    def take(self, key: str, minute: int, wanted: int, cap: int) -> int:
+        """Take up to `wanted` of what is left of `cap` for `key` in `minute`: how many were granted."""
+        k = _key64(key)
+        t = self._t
+        rec = t.record
+        start = k % t.slots
+        t.lock()
+        try:
+            slot, used = -1, 0
+            for i in range(_PROBE):
+                s = (start + i) % t.slots
+                key_, m, n = rec.unpack_from(t.mm, s * rec.size)
+                if key_ == k:
+                    slot, used = s, (n if m == minute else 0)
+                    break
+                if slot < 0 and (key_ == 0 or m != minute):
+                    slot = s  # free, or another key's past minute: used unless the key is further on
+            else:
+                if slot < 0:  # every probed slot is another key's this minute: reuse the first (bounded)
+                    slot = start
+            granted = max(0, min(wanted, cap - used))
+            rec.pack_into(t.mm, slot * rec.size, k, minute, used + granted)
+            return granted
         finally:
             t.unlock()
 

@@ -1,6 +1,6 @@
 """The web console at /console/ in real headless Chromium, against the real gateway and sink:
 sign-in, charts drawn from events sent to the gateway, filters, the rule editor, scopes, site
-isolation, sign-out and the cookie's flags."""
+isolation, several sites in one browser, sign-out and the cookie's flags."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ CHROME = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, 
 SITES = {
     "shop": 'domain = "shop.test"\n[shields]\npage_blocklist = ["/admin/*", { value = "/beta/*", report_only = true }]\n',
     "other": 'domain = "other.test"\n',
+    "third": 'domain = "third.test"\n',
 }
 
 
@@ -158,6 +159,57 @@ def test_a_signed_in_site_never_sees_another(shop: Gateway, page: Any) -> None:
         fetch('/api/v1/sites/other.test/' + p, {credentials: 'same-origin'}).then(r => r.status)))""")
     assert statuses == [404, 404, 404, 404]
     assert "other.test" not in page.content()
+
+
+def _status(page: Any, method: str, path: str, body: Any = None) -> int:
+    init = {"method": method, "credentials": "same-origin", "headers": {"content-type": "application/json"}}
+    if body is not None:
+        init["body"] = json.dumps(body)
+    return page.evaluate(f"fetch({json.dumps(path)}, {json.dumps(init)}).then(r => r.status)")  # type: ignore[no-any-return]
+
+
+def test_an_owner_of_two_sites_signs_in_with_each_and_switches_between_them(shop: Gateway, page: Any) -> None:
+    shop_read, other_manage = shop.key("shop.test", "read"), shop.key("other.test", "manage")
+    _wait(lambda: shop.api("GET", "/api/v1/sites/other.test/summary", other_manage).json()["totals"]["dropped"])
+    _wait(lambda: shop.api("GET", "/api/v1/sites/other.test/drops", other_manage).json()["drops"])
+    _sign_in(page, shop, shop_read)
+    page.click("nav.sites summary")  # "Add a site", on the dashboard
+    page.fill("#add-key", other_manage)
+    page.click("#add-site")
+    page.wait_for_selector("main[data-site='other.test']")
+    _until(page, "document.querySelector('main').dataset.loaded")
+    assert page.inner_text("header h1") == "other.test" and page.query_selector("#editor") is not None
+    assert page.eval_on_selector_all("nav.sites a", "as => as.map(a => a.textContent)") == ["other.test", "shop.test"]
+    assert _datasets(page, "chart") == {"accepted": 0, "dropped: bot": 1}  # other.test's events only
+    _until(page, "document.querySelectorAll('#drops tbody tr').length === 1")
+    assert "/o" in page.inner_text("#drops tbody") and "/admin/users" not in page.content()
+    assert [c["name"] for c in page.context.cookies()] == ["egw_console"]  # one cookie holds both keys
+
+    page.click("nav.sites a:text-is('shop.test')")
+    page.wait_for_selector("main[data-site='shop.test']")
+    _until(page, "document.querySelector('main').dataset.loaded")
+    assert page.query_selector("#editor") is None  # shop.test's key is a read key
+    assert _datasets(page, "chart") == {"accepted": 4, "dropped: bot": 2, "dropped: site_page_blocklist": 1}
+    assert page.get_attribute("nav.sites a[aria-current=page]", "href") == "/console/?site=shop.test"
+
+    # Each site's requests go with that site's key only: the manage key of other.test gives
+    # shop.test no write, and a site without a key in the cookie looks like one that does not exist.
+    assert _status(page, "PUT", "/api/v1/sites/shop.test/shields", {"shields": {}}) == 403
+    assert _status(page, "PUT", "/api/v1/sites/other.test/shields", {"shields": {"page_blocklist": ["/x"]}}) == 200
+    assert (shop.base / "sites" / "shop.toml").read_text() == SITES["shop"]
+    assert "/x" in (shop.base / "sites" / "other.toml").read_text()
+    third, missing = (_status(page, "GET", f"/api/v1/sites/{d}/summary") for d in ("third.test", "nowhere.test"))
+    assert third == missing == 404
+    for domain in ("third.test", "nowhere.test"):
+        page.goto(f"{shop.url}/console/?site={domain}")
+        assert "holds no key for" in page.inner_text("[role=alert]") and page.query_selector("main[data-site]") is None
+
+    page.goto(f"{shop.url}/console/")
+    page.wait_for_selector("main[data-site]")
+    page.click("#sign-out")  # forgets both
+    page.wait_for_selector("#key")
+    assert page.context.cookies() == []
+    assert [_status(page, "GET", f"/api/v1/sites/{d}/summary") for d in ("shop.test", "other.test")] == [401, 401]
 
 
 def test_sign_out_clears_the_cookie_and_asks_for_the_key_again(shop: Gateway, page: Any) -> None:
