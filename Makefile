@@ -13,7 +13,7 @@ TEST_DEBS := chromium firefox-esr libnss3-tools nginx curl wget clickhouse-serve
 # The HTTP load generator of the benchmarks.
 BENCH_DEBS := wrk
 
-.PHONY: run test lint venv test-venv load-venv debs bench-debs bench compare profile shields-eval geo-bench tracker console-js console-screenshots clean loadtest
+.PHONY: run test lint venv test-venv load-venv debs bench-debs bench bench-server-api compare profile shields-eval geo-bench tracker console-js console-screenshots clean loadtest
 
 $(VENV)/bin/activate:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -65,6 +65,10 @@ lint: test-venv
 # Gateway vs bare Sanic, same workers, same run: make bench ARGS="--workers 2".
 bench: test-venv bench-debs
 	$(PY) bench/bench_gateway.py $(ARGS)
+
+# The server-side events API alone: 1000-event batches into the spool, events per second per worker.
+bench-server-api: test-venv bench-debs
+	$(PY) bench/bench_server_api.py $(ARGS)
 
 # This work tree's gateway against another commit's, in one run: make compare ARGS="--against main".
 compare: test-venv bench-debs

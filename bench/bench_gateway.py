@@ -49,9 +49,11 @@ def start_server(cmd: list[str], env: dict[str, str], cwd: Path = ROOT) -> subpr
                             start_new_session=True)
 
 
-def bare_command(port: int, workers: int, parse: bool = False) -> list[str]:
-    """The bare Sanic reference (`bench/bare_app.py`), with the gateway's parser if `parse`."""
-    return [sys.executable, str(ROOT / "bench" / "bare_app.py"), str(port), str(workers), *(["parse"] if parse else [])]
+def bare_command(port: int, workers: int, parse: bool = False, mode: str = "") -> list[str]:
+    """The bare Sanic reference (`bench/bare_app.py`), with the gateway's parser if `parse`, or
+    in another of its modes ("floor")."""
+    mode = "parse" if parse else mode
+    return [sys.executable, str(ROOT / "bench" / "bare_app.py"), str(port), str(workers), *([mode] if mode else [])]
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -255,6 +257,7 @@ def main() -> int:
                     help="traffic mixes to run (bench/mix.py); default all three")
     ap.add_argument("--skip-steps", action="store_true")
     ap.add_argument("--skip-latency", action="store_true")
+    ap.add_argument("--skip-server-api", action="store_true", help="leave out bench/bench_server_api.py")
     args = ap.parse_args()
     if wrk_missing("bench"):
         return 2
@@ -280,6 +283,8 @@ def main() -> int:
     try:
         port = free_port()
         start("bare sanic", bare_command(port, args.workers), port)
+        port = free_port()
+        start("floor", bare_command(port, args.workers, mode="floor"), port)
         if extras:
             port = free_port()
             start("parse only", bare_command(port, args.workers, parse=True), port)
@@ -295,7 +300,7 @@ def main() -> int:
         # median of the rounds is reported.
         for traffic in mixes:
             lua = luas[traffic]
-            names = list(procs) if traffic == "repeat" else ["bare sanic", "gateway"]
+            names = list(procs) if traffic == "repeat" else ["bare sanic", "floor", "gateway"]
             for name in names:
                 run_wrk(procs[name][1], lua, 2, args.connections)  # warm up, as in steady state
                 if name in variants:
@@ -332,6 +337,8 @@ def main() -> int:
             print(f"{name:<34} {r['rps']:>8.0f} {r['p50']:>7.2f} {r['p99']:>7.2f} {r['non2xx']:>8.0f} "
                   f"{r['rss']:>7.1f} {r['anon']:>10.1f} {cpu}")
         runs = all_runs[traffic]
+        print(f"floor / bare sanic: {describe(per_round(runs, 'floor'))} (headers read and one write per request: "
+              "the most a durable gateway reaches here)")
         if traffic == "repeat":
             print(f"parse only / bare sanic: {describe(per_round(runs, 'parse only'))} (the body parser and nothing else)")
             print(f"durable spool / memory buffer: {describe(per_round(runs, 'gateway', 'memory buffer'))} "
@@ -353,6 +360,10 @@ def main() -> int:
         import bench_steps
 
         bench_steps.main()
+    if not args.skip_server_api:
+        import bench_server_api
+
+        bench_server_api.main(["--workers", str(args.workers)])
     shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
