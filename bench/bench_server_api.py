@@ -61,11 +61,7 @@ init = function(args)
   x = os.time() % 2147483646 + 1
   run = string.format("%d", os.time())
 end
-local function address()
-  x = (x * 48271) % 2147483647
-  return string.format("%d.%d.%d.%d", 1 + math.floor(x / 8388608) % 223,
-    math.floor(x / 32768) % 256, math.floor(x / 128) % 256, x % 256)
-end
+""" + mix.LUA_ADDRESS + """
 response = function(status, headers, body)
   local n = body:match('"accepted":(%d+)')
   if n then accepted = accepted + tonumber(n) end

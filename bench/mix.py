@@ -69,6 +69,14 @@ def bodies(domain: str = "site.test", n: int = 400, seed: int = 3) -> list[str]:
 
 MIXES = ("repeat", "visitors", "flood")
 
+# wrk (LuaJIT): a new IPv4 address spread over the public space per call, from the Park-Miller
+# generator (period 2^31 - 1, exact in LuaJIT's doubles) whose state `x` the script seeds.
+LUA_ADDRESS = """local function address()
+  x = (x * 48271) % 2147483647
+  return string.format("%d.%d.%d.%d", 1 + math.floor(x / 8388608) % 223,
+    math.floor(x / 32768) % 256, math.floor(x / 128) % 256, x % 256)
+end"""
+
 
 def _dress(ua: str, domain: str) -> dict[str, str]:
     """What the browser `ua` claims to be sends with a tracker POST to a loopback gateway."""
@@ -152,11 +160,7 @@ local left, k, ip = 0, 1, ""
 init = function(args)
   x = os.time() % 2147483646 + 1
 end
-local function address()
-  x = (x * 48271) % 2147483647
-  return string.format("%d.%d.%d.%d", 1 + math.floor(x / 8388608) % 223,
-    math.floor(x / 32768) % 256, math.floor(x / 128) % 256, x % 256)
-end
+{LUA_ADDRESS}
 request = function()
   if flood then
     ip = address()

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import multiprocessing
 from pathlib import Path
+from typing import Any
 
 from gateway.state.limits import LocalRateLimiter, MinuteQuota, VelocityTable
 
@@ -44,15 +45,21 @@ def _take(path: str, n: int, q: "multiprocessing.Queue[int]") -> None:
     q.put(sum(rl.allow("shared.test", 1, 100)[0] for _ in range(n)))
 
 
-def test_one_bucket_is_shared_by_several_processes(tmp_path: Path) -> None:
+def _granted_in_processes(target: Any, path: Path, n: int, processes: int = 3) -> int:
+    """What `processes` spawned processes running `target(path, n, queue)` were granted in all."""
     ctx = multiprocessing.get_context("spawn")
     q: multiprocessing.Queue[int] = ctx.Queue()
-    procs = [ctx.Process(target=_take, args=(str(tmp_path / "rl"), 60, q)) for _ in range(3)]
+    procs = [ctx.Process(target=target, args=(str(path), n, q)) for _ in range(processes)]
     for p in procs:
         p.start()
     total = sum(q.get(timeout=30) for _ in procs)
     for p in procs:
-        p.join()
+        p.join(10)
+    return total
+
+
+def test_one_bucket_is_shared_by_several_processes(tmp_path: Path) -> None:
+    total = _granted_in_processes(_take, tmp_path / "rl", 60)
     assert total == 100  # 180 attempts, burst 100, refill 1/min: exactly the burst gets through
 
 
@@ -90,14 +97,7 @@ def _take_quota(path: str, n: int, q: "multiprocessing.Queue[int]") -> None:
 
 
 def test_a_minute_quota_is_shared_by_several_processes(tmp_path: Path) -> None:
-    ctx = multiprocessing.get_context("spawn")
-    q: multiprocessing.Queue[int] = ctx.Queue()
-    procs = [ctx.Process(target=_take_quota, args=(str(tmp_path / "quota"), 20, q)) for _ in range(3)]
-    for p in procs:
-        p.start()
-    total = sum(q.get(timeout=30) for _ in procs)
-    for p in procs:
-        p.join(10)
+    total = _granted_in_processes(_take_quota, tmp_path / "quota", 20)
     assert total == 25  # 60 asked for by three processes, 25 granted between them
 
 
