@@ -58,13 +58,10 @@ class RowBuilder:
         timestamp = self._clock.now()
         id_of = self._visitors.id_of
         out = []
+        row = self.row
         for event, site in kept:
-            parts = event.columns
-            if parts is None:
-                parts = event.columns = self._columns.for_event(event)
-            user_id = id_of(client, site.domain, event.hostname)
-            out.append(join((new_event_id(), timestamp, event.name, site.domain, user_id), parts[0], client.columns,
-                            parts[1]))
+            out.append(row((new_event_id(), timestamp, event.name, site.domain,
+                            id_of(client, site.domain, event.hostname)), event, client))
         return out
 
     def row(self, head: tuple[str, str, str, str, int], event: ParsedEvent, client: Client) -> tuple[Any, ...]:
