@@ -69,7 +69,9 @@ def test_schemathesis_finds_no_5xx_and_every_answer_conforms(start_gateway: Call
         gw.post({"n": "pageview", "u": f"https://shop.test/p{i}", "d": "shop.test"}, ip=f"203.0.113.{i + 1}")
         gw.post({"n": "pageview", "u": f"https://shop.test/admin/{i}", "d": "shop.test"}, ip="203.0.113.9")
     gw.wait_rows(3)
-    done = _schemathesis(gw, key)
+    # POST /api/v1/events has its own run with an ingest key (below): a manage key there is a
+    # failed attempt (401), and twenty of them would rate-limit this client for every operation.
+    done = _schemathesis(gw, key, "--exclude-path", "/api/v1/events")
     summary = "\n".join(done.stdout.splitlines()[-40:])
     print(summary)
     assert done.returncode == 0, summary + done.stderr[-3000:]
