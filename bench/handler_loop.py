@@ -144,15 +144,12 @@ def tracker_phases(rt: Runtime) -> tuple[tuple[str, ...], Callable[[CIMultiDict[
 def server_phases(rt: Runtime) -> tuple[tuple[str, ...], Callable[[bytes], list[int]]]:
     """What `gateway.api.events.ingest` does once the key is checked, phase by phase."""
     from gateway.api.events import _decide_and_build
-    from gateway.ingest.server_events import ServerEvent, ignored_fields, normalise
+    from gateway.ingest.server_events import normalise_batch
 
     def handle(raw: bytes) -> list[int]:
         t0 = _clock()
         items = orjson.loads(raw)["events"]
-        now = time.time()
-        valid = [e for e in (normalise(obj, "site.test", now, 7 * 86400.0) for obj in items)
-                 if isinstance(e, ServerEvent)]
-        ignored_fields(items)
+        valid = normalise_batch(items, "site.test", time.time(), 7 * 86400.0).valid
         t1 = _clock()
         rows, _ = _decide_and_build(rt, valid)
         t2 = _clock()

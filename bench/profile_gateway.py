@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "tests")]
 
 from bench_gateway import _stop, _wait, gateway_config, gateway_extra, serve_command, setup, start_server  # noqa: E402
+from bench_server_api import _create_key, server_api_lua  # noqa: E402
 from gatewayproc import free_port  # noqa: E402
 
 
@@ -58,14 +59,21 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--top", type=int, default=30)
     ap.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
-    ap.add_argument("--mix", choices=("repeat", "visitors", "flood"), default="repeat", help="bench/mix.py traffic")
+    ap.add_argument("--mix", choices=("repeat", "visitors", "flood", "server-api"), default="repeat",
+                    help="bench/mix.py traffic, or bench/bench_server_api.py's 1000-event batches")
     args = ap.parse_args()
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if shutil.which("wrk") is None or not Path(py_spy).exists():
         print("needs wrk (Debian) and py-spy (pip install -e '.[load]'); make profile installs both", file=sys.stderr)
         return 2
-    tmp, lua, env = setup("gw-profile-", args.mix)
-    cfg = gateway_config(tmp / "gw", 1, gateway_extra(tmp), env)
+    server_api = args.mix == "server-api"
+    tmp, lua, env = setup("gw-profile-", "repeat" if server_api else args.mix)
+    extra = gateway_extra(tmp)
+    if server_api:  # the bucket out of the way, as in bench/bench_server_api.py
+        extra += "[server_api]\nevents_per_minute = 100000000\nburst = 100000000\n"
+    cfg = gateway_config(tmp / "gw", 1, extra, env)
+    if server_api:
+        lua.write_text(server_api_lua(_create_key(cfg, env)))
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     gw = start_server(serve_command(cfg, port), env)

@@ -10,6 +10,7 @@ IPv6 literal), while the stored referrer keeps what Plausible keeps.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -81,14 +82,24 @@ def referrer_host(referrer: str | None) -> str:
     return normalise_host(split_url(referrer)[1])
 
 
+# Referrers up to this length have their answer remembered by the list (`match`).
+_MAX_REMEMBERED_REFERRER = 512
+
+
 class SpamReferrerList:
     """An immutable set of hosts with parent-domain matching: `a.b.spam.example` matches a
-    listed `spam.example`, a look-alike `notspam.example` does not."""
+    listed `spam.example`, a look-alike `notspam.example` does not.
 
-    __slots__ = ("_hosts",)
+    `match` remembers the answer for up to `cache_size` recent referrers: few referrers make up
+    most traffic (search engines, social sites, the site itself), and the answer is a pure
+    function of the referrer and of this list, which a reload replaces whole (its memo with it).
+    """
 
-    def __init__(self, hosts: Iterable[str]) -> None:
+    __slots__ = ("_hosts", "_remembered")
+
+    def __init__(self, hosts: Iterable[str], cache_size: int = 8192) -> None:
         self._hosts = frozenset(h for h in (normalise_host(x) for x in hosts) if h)
+        self._remembered = functools.lru_cache(maxsize=cache_size)(self._match)
 
     @classmethod
     def from_file(cls, path: Path) -> SpamReferrerList:
@@ -118,6 +129,13 @@ class SpamReferrerList:
 
     def match(self, referrer: str | None) -> str | None:
         """The listed domain a raw referrer value comes from, or None."""
+        if not referrer or not self._hosts:
+            return None
+        if len(referrer) <= _MAX_REMEMBERED_REFERRER:
+            return self._remembered(referrer)  # type: ignore[no-any-return]
+        return self._match(referrer)
+
+    def _match(self, referrer: str) -> str | None:
         return self.match_host(referrer_host(referrer))
 
 

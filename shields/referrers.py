@@ -9,9 +9,6 @@ catches the endless subdomains spammers rotate through, while a look-alike host
 
 from __future__ import annotations
 
-import functools
-
-from shields.hosts import referrer_host
 from shields.lists import LiveLists
 from shields.model import ClientContext, DropReason, Event, SiteConfig, Verdict
 
@@ -29,16 +26,13 @@ class SpamReferrerShield:
     reason = DropReason.SPAM_REFERRER
     needs_site = False
 
-    def __init__(self, lists: LiveLists, cache_size: int = 8192) -> None:
+    def __init__(self, lists: LiveLists) -> None:
         self.lists = lists
-        # Few referrers make up most traffic (search engines, social sites): remember their hosts
-        # rather than parse the same URL again.
-        self._host = functools.lru_cache(maxsize=cache_size)(referrer_host)
 
     def check(self, event: Event, client: ClientContext, site: SiteConfig | None) -> Verdict | None:
         if not event.referrer:
             return None
-        listed = self.lists.referrer_spam.match_host(self._host(event.referrer))
+        listed = self.lists.referrer_spam.match(event.referrer)  # remembered per referrer by the list
         if listed is None:
             return None
         return Verdict(DropReason.SPAM_REFERRER, detail=f"referrer under listed host {listed}")

@@ -12,11 +12,14 @@ from hypothesis import assume, given, settings, strategies as st
 
 from gateway.ingest.server_events import (
     EVENT_ID,
+    FIELD_NAMES,
     IDENTITY_FIELDS,
     MAX_EVENT_ID,
+    MAX_IGNORED,
     ServerEvent,
-    ignored_fields,
+    NOT_STORED,
     normalise,
+    normalise_batch,
     stored_event_id,
 )
 from gateway.schema import SENDER_ID_MARK
@@ -37,6 +40,10 @@ def errors(obj: Any, *, now: float = NOW, max_age: float = WEEK) -> dict[str, li
     result = normalise(obj, SITE, now, max_age)
     assert isinstance(result, dict), result
     return result
+
+
+def ignored(objs: list[Any]) -> list[str]:
+    return normalise_batch(objs, SITE, NOW, WEEK).ignored
 
 
 def stamp(seconds: float) -> str:
@@ -194,13 +201,25 @@ _JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow
 def test_identity_and_unstored_fields_change_nothing_and_are_listed_once(extra: dict[str, Any]) -> None:
     full = {**BASE, "anonymousId": "c-1", **extra}
     assert ok(full) == ok({**BASE, "anonymousId": "c-1"})
-    assert ignored_fields([full, full, {**BASE, **extra}]) == sorted(extra)
+    assert ignored([full, full, {**BASE, **extra}]) == sorted(extra)
+
+
+def test_identity_and_unstored_fields_are_never_among_the_names_read() -> None:
+    assert IDENTITY_FIELDS.isdisjoint(FIELD_NAMES) and NOT_STORED.isdisjoint(FIELD_NAMES)
+
+
+def test_a_batch_lists_unknown_names_once_sorted_and_capped() -> None:
+    objs = [{**BASE, f"x{i:03}": 1, "email": "a@b.test"} for i in range(80)]
+    batch = normalise_batch(objs, SITE, NOW, WEEK)
+    assert len(batch.valid) == 80 and batch.errors == []
+    assert batch.ignored == sorted({"email", *(f"x{i:03}" for i in range(80))})[:MAX_IGNORED]
+    assert normalise_batch([{**BASE, "k" * 500: 1}], SITE, NOW, WEEK).ignored == ["k" * 80]
 
 
 def test_message_id_is_read_and_not_listed_as_ignored() -> None:
     for alias in ("messageId", "message_id"):
         assert ok({**BASE, alias: "m-1"}).event_id == "m-1"
-        assert ignored_fields([{**BASE, alias: "m-1"}]) == []
+        assert ignored([{**BASE, alias: "m-1"}]) == []
 
 
 @given(obj=st.dictionaries(st.sampled_from(sorted({n for names in _ALIASES.values() for n in names}

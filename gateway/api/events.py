@@ -30,11 +30,10 @@ from sanic.response import HTTPResponse
 
 from gateway.api.auth import authenticate
 from gateway.api.common import json, runtime
-from gateway.ingest.body import ParsedEvent
 from gateway.ingest.clients import Client
 from gateway.ingest.executor import Outcome
 from gateway.ingest.row import new_event_id
-from gateway.ingest.server_events import ServerEvent, ignored_fields, normalise, stored_event_id
+from gateway.ingest.server_events import ServerEvent, normalise_batch, stored_event_id
 from gateway.ingest.visitor import visitor_id
 from gateway.runtime import Runtime
 from shields.model import DropReason, Verdict
@@ -107,16 +106,8 @@ async def ingest(request: Request) -> HTTPResponse:
     if not rt.spool.has_room():
         return json({"error": "temporarily unable to accept events"}, 503, {"retry-after": "5"})
 
-    now = time.time()
-    errors: list[dict[str, Any]] = []
-    valid: list[ServerEvent] = []
-    for i, obj in enumerate(items):
-        result = normalise(obj, site.domain, now, api.max_age_seconds)
-        if isinstance(result, ServerEvent):
-            valid.append(result)
-        else:
-            errors.append({"index": i, "errors": result})
-    ignored = ignored_fields(items)
+    batch = normalise_batch(items, site.domain, time.time(), api.max_age_seconds)
+    valid, errors, ignored = batch.valid, batch.errors, batch.ignored
     if not valid:
         rt.executor.count_invalid(len(errors))
         answer: dict[str, Any] = {"error": "no event in the batch is valid", "errors": errors,
@@ -158,37 +149,36 @@ async def ingest(request: Request) -> HTTPResponse:
 
 def _decide_and_build(rt: Runtime, events: list[ServerEvent]) -> tuple[list[tuple[Any, ...]], int]:
     """Run the steps for each forwarded visitor and build the rows of the kept events."""
-    groups: dict[tuple[Any, str | None], list[ServerEvent]] = {}
+    groups: dict[tuple[str | None, str | None], list[ServerEvent]] = {}
     for e in events:
-        groups.setdefault((e.ip, e.user_agent), []).append(e)
+        groups.setdefault((e.address, e.user_agent), []).append(e)
     request_visitor = getrandbits(63)
     salt = rt.visitors.salt()
     anonymous: dict[tuple[str, str, str], int] = {}  # an anonymousId's id, per site and hostname
     row = rt.rows.row
     rows: list[tuple[Any, ...]] = []
     dropped = 0
-    for (ip, ua), group in groups.items():
+    for (_, ua), group in groups.items():
+        ip = group[0].ip
         # Kept for the group: its client-only verdicts and visitor ids are worked out once.
         client: Client = rt.clients.describe(ip, ua or "", keep=True)
         executor = rt.server_executor if ua else rt.server_executor_no_ua
         out = Outcome()
-        consenting: list[ParsedEvent] = []
-        meta: dict[int, ServerEvent] = {}
+        consenting: list[ServerEvent] = []
         for e in group:
             if e.consent:
-                consenting.append(e.event)
-                meta[id(e.event)] = e
+                consenting.append(e)
             else:
                 executor.refuse(out, e.event, _NO_CONSENT)
-        decided = executor.run(consenting, client)
+        decided = executor.run([e.event for e in consenting], client)
         out.kept, out.site_drops = decided.kept, out.site_drops + decided.site_drops
         out.dropped += decided.dropped
         dropped += len(out.dropped)
         if out.site_drops:
             rt.record_drops(out, client)
         forwarded = bool(ua) and ip is not None
-        for event, site in out.kept:
-            e = meta[id(event)]
+        for at, (event, site) in zip(decided.kept_at, decided.kept):
+            e = consenting[at]
             event_id = stored_event_id(site.domain, e.event_id) if e.event_id else new_event_id()
             if forwarded:
                 user_id = rt.visitors.id_of(client, site.domain, event.hostname)  # the browser visitor's own

@@ -42,6 +42,7 @@ class Outcome:
     """One request's events after the steps: those kept (with their site), and the drops."""
 
     kept: list[tuple[ParsedEvent, SiteConfig]] = field(default_factory=list)
+    kept_at: list[int] = field(default_factory=list)  # where each kept event is in `run`'s events
     dropped: list[tuple[str, DropReason]] = field(default_factory=list)  # (site label, reason)
     retry_after: float = 0.0  # the longest wait a rate-limited site asked for
     # The dropped events of declared sites with their verdicts: what drop records are made of.
@@ -179,7 +180,9 @@ class Executor:
         minutes = self.minutes
         minute = int(time()) // 60
         memo = client.verdicts if client.generation == self._generation.value else None
-        for event in events:
+        accepted: dict[str, int] = {}  # counted once per site at the end: a batch has many
+        kept = out.kept
+        for at, event in enumerate(events):
             site, plan = plans.get(event.domain, unknown)
             label = site.domain
             known = site is not UNKNOWN
@@ -191,10 +194,9 @@ class Executor:
                 if known:
                     minutes[(minute, label, "would_drop", w.reason.value)] += 1
             if verdict is None:
-                out.kept.append((event, site))
-                metrics.accepted[label] += 1
-                if known:
-                    minutes[(minute, label, "accepted", "")] += 1
+                kept.append((event, site))
+                out.kept_at.append(at)
+                accepted[label] = accepted.get(label, 0) + 1
                 continue
             metrics.dropped[(label, verdict.reason.value)] += 1
             if verdict.evidence:
@@ -205,6 +207,10 @@ class Executor:
                 out.site_drops.append((event, site, verdict))
             if isinstance(verdict, Throttled):
                 out.retry_after = max(out.retry_after, verdict.retry_after)
+        for label, n in accepted.items():
+            metrics.accepted[label] += n
+            if label != UNKNOWN.domain:
+                minutes[(minute, label, "accepted", "")] += n
         return out
 
     def decide(self, event: ParsedEvent, client: Client) -> tuple[Verdict | None, Sequence[Verdict]]:

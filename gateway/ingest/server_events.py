@@ -27,8 +27,8 @@ from gateway.ingest.client_ip import parse_ip
 from gateway.schema import SENDER_ID_MARK
 from shields.model import IPAddress
 
-__all__ = ["EVENT_ID", "IDENTITY_FIELDS", "MAX_EVENT_ID", "MAX_IGNORED", "MAX_UA", "ServerEvent", "ignored_fields",
-           "normalise", "stored_event_id"]
+__all__ = ["EVENT_ID", "FIELD_NAMES", "IDENTITY_FIELDS", "MAX_EVENT_ID", "MAX_IGNORED", "MAX_UA", "NOT_STORED", "Batch", "ServerEvent",
+           "normalise", "normalise_batch", "stored_event_id"]
 
 MAX_EVENT_ID = 64
 MAX_VISITOR_ID = 200
@@ -45,17 +45,16 @@ _UA = ("userAgent", "user_agent", "ua")
 EVENT_ID = ("eventId", "event_id", "messageId", "message_id")
 _UTM = ("source", "medium", "campaign", "content", "term")
 _UTM_KEYS = {f"utm{k.title()}": f"utm_{k}" for k in _UTM} | {f"utm_{k}": f"utm_{k}" for k in _UTM}
-# Identity of the person: never stored, whatever the sender's API calls it.
+# Identity of the person: never read into anything, whatever the sender's API calls it. Like
+# every name outside `FIELD_NAMES`, listed once in the answer's `ignored`.
 IDENTITY_FIELDS = frozenset({
     "email", "userId", "user_id", "traits", "customerId", "customer_id", "contactId", "contact_id", "lead_id",
     "leadId", "alias", "phone", "firstName", "lastName", "first_name", "last_name", "fullName", "company",
     "accountId", "account_id", "externalId", "external_id", "distinct_id", "distinctId", "identify", "user",
 })
-# Read, then left out on purpose: no column holds them (sessions are the sink's own).
+# Left out on purpose: no column holds them (sessions are the sink's own); listed as ignored too.
 NOT_STORED = frozenset({"pageTitle", "page_title", "title", "sessionId", "session_id", "context", "channel",
                         "library", "integrations"})
-_KNOWN = frozenset({*_NAME, *_URL, *_PROPS, *_REFERRER, *_TIME, *_VISITOR, *_UA, *_UTM_KEYS, *EVENT_ID, "path", "utm",
-                    "ip", "revenue", "interactive", "hashMode", "consentGiven", "consent_given", "consent", "domain"})
 
 
 # Built for every event of a batch, so not frozen (a frozen one costs each field an
@@ -66,6 +65,7 @@ class ServerEvent:
     timestamp: str  # "YYYY-MM-DD HH:MM:SS", UTC: the event's own time
     event_id: str | None  # the sender's id for retries, when given
     ip: IPAddress | None
+    address: str | None  # `ip` as sent: a batch's events are grouped by it (a text hashes in C)
     user_agent: str | None
     visitor: str | None  # anonymousId / visitorId
     consent: bool
@@ -79,7 +79,6 @@ def stored_event_id(domain: str, event_id: str) -> str:
     return SENDER_ID_MARK + digest[:31]
 
 
-_UTM_ANY = frozenset(_UTM_KEYS)
 # A batch repeats its visitors' addresses and its events' seconds: both answers are pure
 # functions of their input, kept in small bounded caches (a parse and a strftime, each about a
 # microsecond, against a lookup).
@@ -132,104 +131,176 @@ def _hash_mode(value: Any) -> Any:
     return int(value) if isinstance(value, bool) else value
 
 
-def _bool(obj: Mapping[str, Any], names: tuple[str, ...], default: bool) -> bool | None:
-    _, v = _first(obj, names)
-    if v is None:
-        return default
-    return v if isinstance(v, bool) else None
+# Each field name the normaliser reads → (the field, its place among that field's names). One
+# pass over an event's own keys finds every field; a field spelled twice (rare) is looked up
+# again in its names' order, so the first spelling in that order wins whatever the object's
+# order. UTM fields only say "look at the UTM fields" (`_utm`, which keeps its own precedence).
+_CONSENT = ("consentGiven", "consent_given", "consent")
+_FIELDS: dict[str, tuple[str, ...]] = {
+    "name": _NAME, "url": _URL, "props": _PROPS, "referrer": _REFERRER, "time": _TIME, "visitor": _VISITOR,
+    "ua": _UA, "event_id": EVENT_ID, "consent": _CONSENT, "path": ("path",), "utm": ("utm", *_UTM_KEYS),
+    "ip": ("ip",), "revenue": ("revenue",), "interactive": ("interactive",), "hash_mode": ("hashMode",),
+    "domain": ("domain",),  # read and left: the key decides the site
+}
+_SLOT: dict[str, str] = {name: field for field, names in _FIELDS.items() for name in names}
+FIELD_NAMES = frozenset(_SLOT)  # every name the normaliser reads
 
 
-def normalise(obj: Any, domain: str, now: float, max_age: float) -> ServerEvent | dict[str, list[str]]:
-    """One object of `events` for the key's site `domain` → a `ServerEvent`, or its errors by field."""
-    if not isinstance(obj, dict):
-        return {"event": ["must be a JSON object"]}
-    errors: dict[str, list[str]] = {}
-
-    def bad(field: str, message: str) -> None:
-        errors.setdefault(field, []).append(message)
-
-    _, name = _first(obj, _NAME)
-    url_key, url = _first(obj, _URL)
-    path = obj.get("path")
-    if url is None and isinstance(path, str):
-        url = f"https://{domain}{path if path.startswith('/') else '/' + path}"
-    if url is None:
-        bad("url", "is required (url, pageUrl or path)")
-    elif isinstance(url, str) and url.startswith("/"):  # no scheme: a path given as the page
-        url = f"https://{domain}{url}"
+def _utm(obj: Mapping[str, Any]) -> dict[str, str]:
+    """The UTM fields as query parameters: flat ones (`utm_source` over `utmSource`), then the
+    `utm` object's, which win."""
     utm: dict[str, str] = {}
-    if not _UTM_ANY.isdisjoint(obj):  # one set test for the usual event that has none
-        for key, column in _UTM_KEYS.items():
-            v = obj.get(key)
-            if isinstance(v, str):
-                utm[column] = v
+    for key, column in _UTM_KEYS.items():
+        v = obj.get(key)
+        if isinstance(v, str):
+            utm[column] = v
     nested = obj.get("utm")
     if isinstance(nested, dict):
         for k in _UTM:
             v = nested.get(k)
             if isinstance(v, str):
                 utm[f"utm_{k}"] = v
-    if utm and isinstance(url, str):  # into the query, before any #fragment; the last repeat wins
-        page, hashmark, fragment = url.partition("#")
-        url = page + ("&" if "?" in page else "?") + urlencode(utm) + hashmark + fragment
-    _, props = _first(obj, _PROPS)
-    _, referrer = _first(obj, _REFERRER)
-    plain: dict[str, Any] = {"n": name, "u": url, "d": domain, "r": referrer, "p": props,
-                             "revenue": obj.get("revenue"), "i": obj.get("interactive"), "h": _hash_mode(obj.get("hashMode"))}
-    parsed = parse_event(plain)
+    return utm
+
+
+# The tracker endpoint's validator, for the fields it reads. The usual event (a name, a page,
+# perhaps a referrer, nothing else that the validator reads) is a pure function of those three
+# short texts, which a batch (and the next one) repeats: the same pages, names and referrers
+# again and again. Its answer is kept in a bounded cache and shared; nothing writes to a parsed
+# event but the row builder's own memo of its columns, a pure function of the event too.
+_MAX_MEMO_TEXT = 1024
+
+
+def _plain(name: Any, url: Any, domain: str, referrer: Any, props: Any = None, revenue: Any = None,
+           interactive: Any = None, hash_mode: Any = None) -> list[ParsedEvent] | dict[str, list[str]]:
+    return parse_event({"n": name, "u": url, "d": domain, "r": referrer, "p": props, "revenue": revenue,
+                        "i": interactive, "h": hash_mode})
+
+
+_plain_memo = lru_cache(maxsize=8192)(_plain)
+
+
+def _add(errors: dict[str, list[str]], field: str, message: str) -> None:
+    errors.setdefault(field, []).append(message)
+
+
+def normalise(obj: Any, domain: str, now: float, max_age: float,
+              ignored: set[str] | None = None) -> ServerEvent | dict[str, list[str]]:
+    """One object of `events` for the key's site `domain` → a `ServerEvent`, or its errors by
+    field. The names of identity, unstored and unknown fields go into `ignored` (cut to 80
+    characters)."""
+    if type(obj) is not dict:
+        return {"event": ["must be a JSON object"]}
+    got: dict[str, Any] = {}
+    slot_of = _SLOT.get
+    for key, value in obj.items():
+        slot = slot_of(key)
+        if slot is None:
+            if ignored is not None:
+                ignored.add(key[:80])
+        elif value is not None:
+            if slot in got:  # a second spelling: the first in the field's own order wins
+                value = _first(obj, _FIELDS[slot])[1]
+            got[slot] = value
+    errors: dict[str, list[str]] = {}
+    get = got.get
+    name = get("name")
+    url = get("url")
+    path = get("path")
+    if url is None and isinstance(path, str):
+        url = f"https://{domain}{path if path.startswith('/') else '/' + path}"
+    if url is None:
+        _add(errors, "url", "is required (url, pageUrl or path)")
+    elif isinstance(url, str) and url.startswith("/"):  # no scheme: a path given as the page
+        url = f"https://{domain}{url}"
+    if "utm" in got:
+        utm = _utm(obj)
+        if utm and isinstance(url, str):  # into the query, before any #fragment; the last repeat wins
+            page, hashmark, fragment = url.partition("#")
+            url = page + ("&" if "?" in page else "?") + urlencode(utm) + hashmark + fragment
+    referrer = get("referrer")
+    if (type(name) is str and type(url) is str and (referrer is None or type(referrer) is str)
+            and "props" not in got and "revenue" not in got and "interactive" not in got and "hash_mode" not in got
+            and len(url) <= _MAX_MEMO_TEXT and len(name) <= _MAX_MEMO_TEXT
+            and (referrer is None or len(referrer) <= _MAX_MEMO_TEXT)):
+        parsed = _plain_memo(name, url, domain, referrer)
+    else:
+        parsed = _plain(name, url, domain, referrer, get("props"), get("revenue"), get("interactive"),
+                        _hash_mode(get("hash_mode")))
+    event: ParsedEvent | None = None
     if isinstance(parsed, dict):
+        url_key = _first(obj, _URL)[0]
         for field, messages in parsed.items():
             field = {"event_name": "eventName" if name is None else "name", "url": url_key or "url",
                      "domain": "url", "props": "properties" if "properties" in obj else "props",
                      "hash_mode": "hashMode"}.get(field, field)
             for m in messages:
-                bad(field, "is required" if m in ("can't be blank", "is required") and field == "eventName" else m)
-        event = None
+                _add(errors, field, "is required" if m in ("can't be blank", "is required") and field == "eventName" else m)
     else:
         event = parsed[0]
 
-    when = _timestamp(_first(obj, _TIME)[1], now, max_age)
+    when: str | float | None
+    value = get("time")
+    if type(value) is int and 0 <= value < 1 << 53:  # Unix milliseconds, the usual spelling
+        when = value / 1000.0
+        if not now - max_age <= when <= now + _FUTURE_SECONDS:
+            when = _timestamp(value, now, max_age)
+    else:
+        when = _timestamp(value, now, max_age)
     if when is None:
-        bad("timestamp", "must be ISO 8601 or Unix milliseconds")
+        _add(errors, "timestamp", "must be ISO 8601 or Unix milliseconds")
     elif isinstance(when, str):
-        bad("timestamp", when)
-    _, event_id = _first(obj, EVENT_ID)
-    if event_id is not None and (not isinstance(event_id, str) or not 0 < len(event_id) <= MAX_EVENT_ID):
-        bad("eventId", f"must be a string of 1 to {MAX_EVENT_ID} characters")
+        _add(errors, "timestamp", when)
+    event_id = get("event_id")
+    if event_id is not None and (type(event_id) is not str or not 0 < len(event_id) <= MAX_EVENT_ID):
+        _add(errors, "eventId", f"must be a string of 1 to {MAX_EVENT_ID} characters")
         event_id = None
     ip: IPAddress | None = None
-    raw_ip = obj.get("ip")
+    raw_ip = get("ip")
     if raw_ip is not None:
-        ip = _ip_of(raw_ip) if isinstance(raw_ip, str) and len(raw_ip) <= 64 else None
+        ip = _ip_of(raw_ip) if type(raw_ip) is str and len(raw_ip) <= 64 else None
         if ip is None:
-            bad("ip", "is not an IP address")
-    _, ua = _first(obj, _UA)
-    if ua is not None and (not isinstance(ua, str) or len(ua) > MAX_UA):
-        bad("userAgent", f"must be a string of at most {MAX_UA} characters")
+            _add(errors, "ip", "is not an IP address")
+    ua = get("ua")
+    if ua is not None and (type(ua) is not str or len(ua) > MAX_UA):
+        _add(errors, "userAgent", f"must be a string of at most {MAX_UA} characters")
         ua = None
-    _, visitor = _first(obj, _VISITOR)
+    visitor = get("visitor")
     if visitor is not None and (not isinstance(visitor, (str, int)) or isinstance(visitor, bool)
                                 or len(str(visitor)) > MAX_VISITOR_ID):
-        bad("anonymousId", f"must be a string of at most {MAX_VISITOR_ID} characters")
+        _add(errors, "anonymousId", f"must be a string of at most {MAX_VISITOR_ID} characters")
         visitor = None
-    consent = _bool(obj, ("consentGiven", "consent_given", "consent"), True)
-    if consent is None:
-        bad("consentGiven", "must be true or false")
-    if errors or event is None or not isinstance(when, float):
+    consent = get("consent", True)
+    if type(consent) is not bool:
+        _add(errors, "consentGiven", "must be true or false")
+    if errors or event is None or type(when) is not float:
         return errors or {"event": ["is invalid"]}
-    stamp = _stamp(int(when))
-    return ServerEvent(event, stamp, event_id, ip, ua or None, None if visitor is None else str(visitor),
-                       bool(consent))
+    return ServerEvent(event, _stamp(int(when)), event_id, ip, raw_ip, ua or None,
+                       None if visitor is None else str(visitor), consent)
 
 
 MAX_IGNORED = 50
 
 
-def ignored_fields(objs: list[Any]) -> list[str]:
-    """The identity and unstored field names the batch used, once each, sorted: at most
+@dataclass(slots=True)
+class Batch:
+    """A batch's events, validated: the valid ones, the errors of the others by position, and
+    the identity, unstored and unknown field names used, once each and sorted: at most
     `MAX_IGNORED` of them (each cut to 80 characters), so the answer stays small whatever is sent."""
+
+    valid: list[ServerEvent]
+    errors: list[dict[str, Any]]
+    ignored: list[str]
+
+
+def normalise_batch(objs: list[Any], domain: str, now: float, max_age: float) -> Batch:
+    valid: list[ServerEvent] = []
+    errors: list[dict[str, Any]] = []
     seen: set[str] = set()
-    for obj in objs:
-        if isinstance(obj, dict):
-            seen.update(k[:80] for k in obj if k in IDENTITY_FIELDS or k in NOT_STORED or k not in _KNOWN)
-    return sorted(seen)[:MAX_IGNORED]
+    for i, obj in enumerate(objs):
+        result = normalise(obj, domain, now, max_age, seen)
+        if type(result) is ServerEvent:
+            valid.append(result)
+        else:
+            errors.append({"index": i, "errors": result})
+    return Batch(valid, errors, sorted(seen)[:MAX_IGNORED])
