@@ -41,7 +41,7 @@ from bench_gateway import gateway_config, gateway_extra  # noqa: E402
 from multidict import CIMultiDict  # noqa: E402
 
 from gateway.config import load_gateway_config  # noqa: E402
-from gateway.runtime import Runtime  # noqa: E402
+from gateway.runtime import Runtime, tune_collector  # noqa: E402
 
 MIXES = ("visitors", "flood", "flood-bare", "flood-dressed", "server-api")
 PEER = "127.0.0.1"  # the bench's trusted proxy
@@ -168,6 +168,7 @@ async def run(kind: str, rounds: int, n: int) -> None:
     os.chdir(cfg.parent)
     rt = Runtime(config)
     rt.start()
+    tune_collector()  # as a worker does once started
     try:
         best: list[float] | None = None
         for r in range(rounds):

@@ -7,7 +7,6 @@ when it stops.
 
 from __future__ import annotations
 
-import gc
 from typing import Any
 
 from sanic import Request, Sanic
@@ -17,7 +16,7 @@ from sanic.response import HTTPResponse
 from gateway import handlers
 from gateway.api import console, events, openapi, web
 from gateway.config import load_gateway_config
-from gateway.runtime import Runtime
+from gateway.runtime import Runtime, tune_collector
 
 __all__ = ["create_app"]
 
@@ -26,15 +25,7 @@ async def _start(app: Sanic[Any, Any]) -> None:
     runtime = Runtime(app.ctx.config)
     app.ctx.runtime = runtime
     runtime.start()
-    # The collector, for a server that builds thousands of short-lived containers per request (a
-    # 1000-event batch: its decoded objects, events and rows). What start-up built (modules, the
-    # lists, the geo reader, the site plans) lives as long as the worker: frozen, a collection
-    # never walks it again. And the youngest generation is collected every 10,000 allocations
-    # instead of 700, so a batch triggers one or two collections, not twenty: 2 µs less worker
-    # CPU per server-side event (docs/performance.md), the same on /api/event. Garbage without
-    # cycles is still freed at once by reference counting; only cycles wait a little longer.
-    gc.freeze()
-    gc.set_threshold(10_000, 10, 10)
+    tune_collector()
 
 
 async def _stop(app: Sanic[Any, Any]) -> None:

@@ -132,7 +132,7 @@ class SpamReferrerList:
         if not referrer or not self._hosts:
             return None
         if len(referrer) <= _MAX_REMEMBERED_REFERRER:
-            return self._remembered(referrer)  # type: ignore[no-any-return]
+            return self._remembered(referrer)
         return self._match(referrer)
 
     def _match(self, referrer: str) -> str | None:

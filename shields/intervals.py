@@ -14,6 +14,8 @@ from bisect import bisect_right
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+_IPV4 = ipaddress.IPv4Address
+
 __all__ = ["IPAddress", "Interval", "IntervalSet", "parse_asn_lines", "parse_network", "unmapped"]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -191,7 +193,7 @@ class IntervalSet:
 
         An IPv4-mapped address (`unmapped`) is in the set when its IPv4 address is, or when an
         IPv6 entry contains it as written."""
-        if ip.version == 4:
+        if type(ip) is _IPV4 or ip.version == 4:  # the type test first: no property call
             return self._find4(int(ip))
         v4 = unmapped(ip)
         if v4 is not ip and self._find4(int(v4)):

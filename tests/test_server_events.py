@@ -158,6 +158,25 @@ def test_when_two_aliases_are_sent_the_first_in_the_documented_order_wins(field:
     assert result == ok({**base, names[0]: first})
 
 
+@given(data=st.data(), field=st.sampled_from(["name", "event_id", "visitor", "ua"]))
+@settings(max_examples=300)
+def test_of_any_spellings_in_any_order_the_first_non_null_in_the_documented_order_wins(
+        data: st.DataObject, field: str) -> None:
+    names = _ALIASES[field]
+    sent = data.draw(st.lists(st.sampled_from(names), min_size=1, max_size=len(names), unique=True))
+    values = {n: data.draw(st.none() | st.just(f"{field}-{n}")) for n in sent}
+    base = {k: v for k, v in BASE.items() if k not in names}
+    obj = {**base, **values} if data.draw(st.booleans()) else {**values, **base}
+    expected = next((values[n] for n in names if values.get(n) is not None), None)
+    read = normalise(obj, SITE, NOW, WEEK)
+    if expected is None:
+        assert field != "name" or read == {"eventName": ["is required"]}
+        return
+    assert isinstance(read, ServerEvent), read
+    assert {"name": read.event.name, "event_id": read.event_id, "visitor": read.visitor,
+            "ua": read.user_agent}[field] == expected
+
+
 def test_a_null_alias_counts_as_absent_and_false_does_not() -> None:
     assert ok({"name": None, "eventName": "Signup", "path": "/"}).event.name == "Signup"
     assert ok({**BASE, "consentGiven": False, "consent": True}).consent is False

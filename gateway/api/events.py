@@ -158,30 +158,39 @@ def _decide_and_build(rt: Runtime, events: list[ServerEvent]) -> tuple[list[tupl
     row = rt.rows.row
     rows: list[tuple[Any, ...]] = []
     dropped = 0
+    id_of = rt.visitors.id_of
     for (_, ua), group in groups.items():
         ip = group[0].ip
         # Kept for the group: its client-only verdicts and visitor ids are worked out once.
         client: Client = rt.clients.describe(ip, ua or "", keep=True)
         executor = rt.server_executor if ua else rt.server_executor_no_ua
-        out = Outcome()
-        consenting: list[ServerEvent] = []
-        for e in group:
-            if e.consent:
-                consenting.append(e)
-            else:
-                executor.refuse(out, e.event, _NO_CONSENT)
+        consenting = group
+        refused: Outcome | None = None
+        if not all(e.consent for e in group):
+            refused = Outcome()
+            consenting = []
+            for e in group:
+                if e.consent:
+                    consenting.append(e)
+                else:
+                    executor.refuse(refused, e.event, _NO_CONSENT)
         decided = executor.run([e.event for e in consenting], client)
-        out.kept, out.site_drops = decided.kept, out.site_drops + decided.site_drops
-        out.dropped += decided.dropped
-        dropped += len(out.dropped)
-        if out.site_drops:
-            rt.record_drops(out, client)
+        if refused is not None:
+            decided.dropped += refused.dropped
+            decided.site_drops += refused.site_drops
+        dropped += len(decided.dropped)
+        if decided.site_drops:
+            rt.record_drops(decided, client)
         forwarded = bool(ua) and ip is not None
+        seen: tuple[str, str] | None = None  # the visitor id of the group's last site and hostname
+        user_id = request_visitor
         for at, (event, site) in zip(decided.kept_at, decided.kept):
             e = consenting[at]
             event_id = stored_event_id(site.domain, e.event_id) if e.event_id else new_event_id()
-            if forwarded:
-                user_id = rt.visitors.id_of(client, site.domain, event.hostname)  # the browser visitor's own
+            if forwarded:  # the browser visitor's own id
+                if seen != (site.domain, event.hostname):
+                    seen = (site.domain, event.hostname)
+                    user_id = id_of(client, site.domain, event.hostname)
             elif e.visitor is not None:
                 key = (e.visitor, site.domain, event.hostname)
                 found = anonymous.get(key)

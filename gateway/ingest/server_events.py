@@ -131,10 +131,7 @@ def _hash_mode(value: Any) -> Any:
     return int(value) if isinstance(value, bool) else value
 
 
-# Each field name the normaliser reads → (the field, its place among that field's names). One
-# pass over an event's own keys finds every field; a field spelled twice (rare) is looked up
-# again in its names' order, so the first spelling in that order wins whatever the object's
-# order. UTM fields only say "look at the UTM fields" (`_utm`, which keeps its own precedence).
+# The fields an event may carry, each with its names in order of precedence.
 _CONSENT = ("consentGiven", "consent_given", "consent")
 _FIELDS: dict[str, tuple[str, ...]] = {
     "name": _NAME, "url": _URL, "props": _PROPS, "referrer": _REFERRER, "time": _TIME, "visitor": _VISITOR,
@@ -144,6 +141,43 @@ _FIELDS: dict[str, tuple[str, ...]] = {
 }
 _SLOT: dict[str, str] = {name: field for field, names in _FIELDS.items() for name in names}
 FIELD_NAMES = frozenset(_SLOT)  # every name the normaliser reads
+# The order `_Shape.keys` reads the fields in (`domain` is not read).
+_READ = ("name", "url", "props", "referrer", "time", "visitor", "ua", "event_id", "consent", "path", "ip", "revenue",
+         "interactive", "hash_mode")
+_ABSENT = 0  # a key no JSON object has (its keys are text): `dict.get` answers None for it
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """How to read the events whose keys are one tuple of names, in that order: worked out once
+    per such tuple. A batch's events share a handful of shapes (one sender, one code path), so
+    an event's fields are one `map` over `keys`, not a pass over its keys with a lookup each."""
+
+    keys: tuple[str | int, ...]  # per field of `_READ`: its first name in precedence order that is present
+    spelled_twice: tuple[int, ...]  # fields present under two names: a null in the first falls to the next
+    utm: bool  # some UTM field is present
+    ignored: frozenset[str]  # names not read (cut to 80 characters)
+
+
+def _shape(names: tuple[str, ...]) -> _Shape:
+    present = set(names)
+    keys: list[str | int] = []
+    twice: list[int] = []
+    for i, field in enumerate(_READ):
+        found = [n for n in _FIELDS[field] if n in present]
+        keys.append(found[0] if found else _ABSENT)
+        if len(found) > 1:
+            twice.append(i)
+    return _Shape(tuple(keys), tuple(twice), any(_SLOT[n] == "utm" for n in names if n in _SLOT),
+                  frozenset(n[:80] for n in names if n not in _SLOT))
+
+
+# Shapes seen, by key tuple: bounded, and started afresh when full (a sender whose every event
+# has a shape of its own gains nothing from it, and loses nothing but the memo's upkeep).
+_SHAPES: dict[tuple[str, ...], _Shape] = {}
+_MAX_SHAPES = 512
+_MAX_SHAPE_KEYS = 40  # an event with more keys, or longer names, is read without the memo
+_MAX_SHAPE_CHARS = 1024
 
 
 def _utm(obj: Mapping[str, Any]) -> dict[str, str]:
@@ -191,42 +225,45 @@ def normalise(obj: Any, domain: str, now: float, max_age: float,
     characters)."""
     if type(obj) is not dict:
         return {"event": ["must be a JSON object"]}
-    got: dict[str, Any] = {}
-    slot_of = _SLOT.get
-    for key, value in obj.items():
-        slot = slot_of(key)
-        if slot is None:
-            if ignored is not None:
-                ignored.add(key[:80])
-        elif value is not None:
-            if slot in got:  # a second spelling: the first in the field's own order wins
-                value = _first(obj, _FIELDS[slot])[1]
-            got[slot] = value
+    names = tuple(obj)
+    shape = _SHAPES.get(names)
+    if shape is None:
+        shape = _shape(names)
+        if len(names) <= _MAX_SHAPE_KEYS and sum(map(len, names)) <= _MAX_SHAPE_CHARS:
+            if len(_SHAPES) >= _MAX_SHAPES:
+                _SHAPES.clear()
+            _SHAPES[names] = shape
+    (name, url, props, referrer, time_value, visitor, ua, event_id, consent, path, raw_ip, revenue, interactive,
+     hash_mode) = map(obj.get, shape.keys)
+    if shape.spelled_twice:
+        values = [name, url, props, referrer, time_value, visitor, ua, event_id, consent, path, raw_ip, revenue,
+                  interactive, hash_mode]
+        for i in shape.spelled_twice:
+            if values[i] is None:
+                values[i] = _first(obj, _FIELDS[_READ[i]])[1]
+        (name, url, props, referrer, time_value, visitor, ua, event_id, consent, path, raw_ip, revenue, interactive,
+         hash_mode) = values
+    if shape.ignored and ignored is not None:
+        ignored.update(shape.ignored)
     errors: dict[str, list[str]] = {}
-    get = got.get
-    name = get("name")
-    url = get("url")
-    path = get("path")
     if url is None and isinstance(path, str):
         url = f"https://{domain}{path if path.startswith('/') else '/' + path}"
     if url is None:
         _add(errors, "url", "is required (url, pageUrl or path)")
     elif isinstance(url, str) and url.startswith("/"):  # no scheme: a path given as the page
         url = f"https://{domain}{url}"
-    if "utm" in got:
+    if shape.utm:
         utm = _utm(obj)
         if utm and isinstance(url, str):  # into the query, before any #fragment; the last repeat wins
             page, hashmark, fragment = url.partition("#")
             url = page + ("&" if "?" in page else "?") + urlencode(utm) + hashmark + fragment
-    referrer = get("referrer")
     if (type(name) is str and type(url) is str and (referrer is None or type(referrer) is str)
-            and "props" not in got and "revenue" not in got and "interactive" not in got and "hash_mode" not in got
+            and props is None and revenue is None and interactive is None and hash_mode is None
             and len(url) <= _MAX_MEMO_TEXT and len(name) <= _MAX_MEMO_TEXT
             and (referrer is None or len(referrer) <= _MAX_MEMO_TEXT)):
         parsed = _plain_memo(name, url, domain, referrer)
     else:
-        parsed = _plain(name, url, domain, referrer, get("props"), get("revenue"), get("interactive"),
-                        _hash_mode(get("hash_mode")))
+        parsed = _plain(name, url, domain, referrer, props, revenue, interactive, _hash_mode(hash_mode))
     event: ParsedEvent | None = None
     if isinstance(parsed, dict):
         url_key = _first(obj, _URL)[0]
@@ -240,38 +277,34 @@ def normalise(obj: Any, domain: str, now: float, max_age: float,
         event = parsed[0]
 
     when: str | float | None
-    value = get("time")
-    if type(value) is int and 0 <= value < 1 << 53:  # Unix milliseconds, the usual spelling
-        when = value / 1000.0
+    if type(time_value) is int and 0 <= time_value < 1 << 53:  # Unix milliseconds, the usual spelling
+        when = time_value / 1000.0
         if not now - max_age <= when <= now + _FUTURE_SECONDS:
-            when = _timestamp(value, now, max_age)
+            when = _timestamp(time_value, now, max_age)
     else:
-        when = _timestamp(value, now, max_age)
+        when = _timestamp(time_value, now, max_age)
     if when is None:
         _add(errors, "timestamp", "must be ISO 8601 or Unix milliseconds")
     elif isinstance(when, str):
         _add(errors, "timestamp", when)
-    event_id = get("event_id")
     if event_id is not None and (type(event_id) is not str or not 0 < len(event_id) <= MAX_EVENT_ID):
         _add(errors, "eventId", f"must be a string of 1 to {MAX_EVENT_ID} characters")
         event_id = None
     ip: IPAddress | None = None
-    raw_ip = get("ip")
     if raw_ip is not None:
         ip = _ip_of(raw_ip) if type(raw_ip) is str and len(raw_ip) <= 64 else None
         if ip is None:
             _add(errors, "ip", "is not an IP address")
-    ua = get("ua")
     if ua is not None and (type(ua) is not str or len(ua) > MAX_UA):
         _add(errors, "userAgent", f"must be a string of at most {MAX_UA} characters")
         ua = None
-    visitor = get("visitor")
     if visitor is not None and (not isinstance(visitor, (str, int)) or isinstance(visitor, bool)
                                 or len(str(visitor)) > MAX_VISITOR_ID):
         _add(errors, "anonymousId", f"must be a string of at most {MAX_VISITOR_ID} characters")
         visitor = None
-    consent = get("consent", True)
-    if type(consent) is not bool:
+    if consent is None:
+        consent = True
+    elif type(consent) is not bool:
         _add(errors, "consentGiven", "must be true or false")
     if errors or event is None or type(when) is not float:
         return errors or {"event": ["is invalid"]}
