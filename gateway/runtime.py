@@ -15,6 +15,7 @@ import gc
 import hashlib
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -23,7 +24,7 @@ from gateway.config import GatewayConfig
 from gateway.enrich.columns import RowColumns
 from gateway.enrich.geo import GeoEnricher
 from gateway.errors import ConfigError
-from gateway.ingest.body import BodyParser
+from gateway.ingest.body import BodyParser, ParsedEvent
 from gateway.ingest.client_ip import ClientIPResolver
 from gateway.ingest.clients import Client, ClientMemo
 from gateway.ingest.executor import Executor, Outcome
@@ -45,6 +46,7 @@ from gateway.store.sinks import open_sink
 from gateway.store.spool import MemoryBuffer, Spool, read_status
 from shields.bots import BotMatcher
 from shields.lists import LiveLists
+from shields.model import SiteConfig, Verdict
 
 __all__ = ["RequestPath", "Runtime", "Script", "offline_executor", "tune_collector"]
 
@@ -278,7 +280,12 @@ class Runtime(RequestPath):
 
     def record_drops(self, outcome: Outcome, client: Client) -> None:
         """Drop records for a request's dropped events of declared sites (capped), to the spool."""
-        rows = self.drop_records.records(outcome.site_drops, client)
+        self.record_drops_of([(event, site, verdict, client) for event, site, verdict in outcome.site_drops])
+
+    def record_drops_of(self, drops: Sequence[tuple[ParsedEvent, SiteConfig, Verdict, Client]]) -> None:
+        """`record_drops` for drops of several clients (a server-side batch): one quota request per
+        site and one spool write for them all."""
+        rows = self.drop_records.records(drops)
         if rows:
             try:
                 self.spool.append(rows, "drops")

@@ -389,6 +389,20 @@ def test_a_key_whose_site_file_was_removed_gets_401(gw: Gateway) -> None:
     assert send(gw, gw.key("shop.test", "ingest"), [{"name": "a", "path": "/"}]).status_code == 202  # others go on
 
 
+def test_a_batchs_drops_are_recorded_each_with_its_own_visitors_columns(gw: Gateway) -> None:
+    key = gw.key("shop.test", "ingest")
+    r = send(gw, key, [{"name": "a", "path": "/x", "ip": "198.51.100.9", "userAgent": CHROME},
+                       {"name": "b", "path": "/y", "ip": "203.0.113.8", "userAgent": "curl/8.5.0"},
+                       {"name": "c", "path": "/z", "ip": "198.51.100.9", "userAgent": CHROME}])
+    assert r.json() == {"accepted": 0, "dropped": 3}
+    deadline = time.monotonic() + 10
+    while len(gw.table_rows("drops")) < 3 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    records = sorted((d["name"], d["reason"], d["browser"]) for d in gw.table_rows("drops"))
+    assert records == [("a", "site_ip_blocklist", "Chrome"), ("b", "bot", "curl"),
+                       ("c", "site_ip_blocklist", "Chrome")]
+
+
 def test_the_sites_page_rules_apply_to_server_events(gw: Gateway) -> None:
     key = gw.key("shop.test", "ingest")
     r = send(gw, key, [{"name": "a", "path": "/admin/users"}, {"name": "b", "pageUrl": "https://shop.test/admin/"},

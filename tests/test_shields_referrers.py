@@ -103,3 +103,19 @@ def test_shield_drops_spam_referrer_and_reads_the_live_list() -> None:
     verdict = shield.check(event, client, SiteConfig(domain="a.com"))
     assert verdict is not None and verdict.reason is DropReason.SPAM_REFERRER
     assert shield.check(event, client, None) == verdict  # it needs no site: it runs before the lookup
+
+
+def test_a_remembered_answer_goes_with_its_list() -> None:
+    lists = LiveLists(referrer_spam=SpamReferrerList(["other.example"]))
+    shield = SpamReferrerShield(lists)
+    event = Event(name="pageview", domain="a.com", url="https://a.com/", hostname="a.com", pathname="/",
+                  referrer="https://spam.example/")
+    client = ClientContext(ip=None, user_agent="x")
+    for _ in range(2):  # the second answer is the remembered one
+        assert shield.check(event, client, SiteConfig(domain="a.com")) is None
+    lists.referrer_spam = SPAM
+    assert shield.check(event, client, SiteConfig(domain="a.com")) is not None
+    lists.referrer_spam = SpamReferrerList(["other.example"])
+    assert shield.check(event, client, SiteConfig(domain="a.com")) is None
+    long = "https://spam.example/" + "x" * 600  # past what is remembered: answered all the same
+    assert SPAM.match(long) == "spam.example" and SPAM.match(long) == "spam.example"

@@ -30,13 +30,14 @@ from sanic.response import HTTPResponse
 
 from gateway.api.auth import authenticate
 from gateway.api.common import json, runtime
+from gateway.ingest.body import ParsedEvent
 from gateway.ingest.clients import Client
 from gateway.ingest.executor import Outcome
 from gateway.ingest.row import new_event_id
 from gateway.ingest.server_events import ServerEvent, normalise_batch, stored_event_id
 from gateway.ingest.visitor import visitor_id
 from gateway.runtime import Runtime
-from shields.model import DropReason, Verdict
+from shields.model import DropReason, SiteConfig, Verdict
 
 __all__ = ["PATH", "ingest", "too_large"]
 
@@ -159,6 +160,7 @@ def _decide_and_build(rt: Runtime, events: list[ServerEvent]) -> tuple[list[tupl
     rows: list[tuple[Any, ...]] = []
     dropped = 0
     id_of = rt.visitors.id_of
+    drops: list[tuple[ParsedEvent, SiteConfig, Verdict, Client]] = []
     for (_, ua), group in groups.items():
         ip = group[0].ip
         # Kept for the group: its client-only verdicts and visitor ids are worked out once.
@@ -179,8 +181,8 @@ def _decide_and_build(rt: Runtime, events: list[ServerEvent]) -> tuple[list[tupl
             decided.dropped += refused.dropped
             decided.site_drops += refused.site_drops
         dropped += len(decided.dropped)
-        if decided.site_drops:
-            rt.record_drops(decided, client)
+        for event, site, verdict in decided.site_drops:  # recorded at the end, for the batch at once
+            drops.append((event, site, verdict, client))
         forwarded = bool(ua) and ip is not None
         seen: tuple[str, str] | None = None  # the visitor id of the group's last site and hostname
         user_id = request_visitor
@@ -201,4 +203,6 @@ def _decide_and_build(rt: Runtime, events: list[ServerEvent]) -> tuple[list[tupl
             else:  # an eventId does not name a visitor: a retry is found by its event_id instead
                 user_id = request_visitor
             rows.append(row((event_id, e.timestamp, event.name, site.domain, user_id), event, client))
+    if drops:
+        rt.record_drops_of(drops)
     return rows, dropped

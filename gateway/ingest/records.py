@@ -79,8 +79,9 @@ class DropRecorder:
         self._spent: set[str] = set()  # sites with no records left this minute: bounded by the sites
         self.skipped = 0  # drops past the cap, for metrics
 
-    def records(self, site_drops: Sequence[tuple[ParsedEvent, SiteConfig, Verdict]],
-                client: Client) -> list[tuple[Any, ...]]:
+    def records(self, site_drops: Sequence[tuple[ParsedEvent, SiteConfig, Verdict, Client]]) -> list[tuple[Any, ...]]:
+        """The records of a request's drops (each with its client: a server-side batch has many),
+        as many as the caps allow."""
         if not site_drops:
             return []
         now = time()
@@ -89,7 +90,7 @@ class DropRecorder:
             self._minute = minute
             self._spent.clear()
         wanted: dict[str, int] = {}
-        for _, site, _ in site_drops:
+        for _, site, _, _ in site_drops:
             if site.domain not in self._spent:
                 wanted[site.domain] = wanted.get(site.domain, 0) + 1
         for domain, n in wanted.items():
@@ -99,7 +100,7 @@ class DropRecorder:
             wanted[domain] = granted
         out: list[tuple[Any, ...]] = []
         timestamp = ""
-        for event, site, verdict in site_drops:
+        for event, site, verdict, client in site_drops:
             left = wanted.get(site.domain, 0)
             if left <= 0:
                 self.skipped += 1
