@@ -1,7 +1,8 @@
 """`make profile`: where a gateway worker's time goes under load, by function.
 
 Starts the gateway as `make bench` does (one worker, a geo database, the real shield lists),
-drives it with wrk and the bench mix, and samples the busiest worker with py-spy (`--gil`: only
+drives it with wrk and a bench mix (`--mix server-api`: the 1000-event batches of
+bench/bench_server_api.py, with an ingest key), and samples the busiest worker with py-spy (`--gil`: only
 the thread holding the GIL, which is what limits a worker's throughput). Prints the functions
 with the largest inclusive and self shares of the samples. Shares, not times: sampling slows
 the worker down, and the figures are only compared with each other.
