@@ -26,6 +26,7 @@ import io
 import json
 import os
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -194,6 +195,7 @@ async def run(kind: str, rounds: int, n: int) -> None:
               + ", ".join(f"{name} {v:.1f}" for name, v in zip(names, best)))
     finally:
         await rt.close()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main() -> int:
