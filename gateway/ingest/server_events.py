@@ -27,8 +27,8 @@ from gateway.ingest.client_ip import parse_ip
 from gateway.schema import SENDER_ID_MARK
 from shields.model import IPAddress
 
-__all__ = ["EVENT_ID", "FIELD_NAMES", "IDENTITY_FIELDS", "MAX_EVENT_ID", "MAX_IGNORED", "MAX_UA", "NOT_STORED", "Batch", "ServerEvent",
-           "normalise", "normalise_batch", "stored_event_id"]
+__all__ = ["EVENT_ID", "FIELD_NAMES", "IDENTITY_FIELDS", "MAX_EVENT_ID", "MAX_IGNORED", "MAX_UA", "NOT_STORED",
+           "Batch", "ServerEvent", "normalise", "normalise_batch", "stored_event_id"]
 
 MAX_EVENT_ID = 64
 MAX_VISITOR_ID = 200
@@ -272,7 +272,8 @@ def normalise(obj: Any, domain: str, now: float, max_age: float,
                      "domain": "url", "props": "properties" if "properties" in obj else "props",
                      "hash_mode": "hashMode"}.get(field, field)
             for m in messages:
-                _add(errors, field, "is required" if m in ("can't be blank", "is required") and field == "eventName" else m)
+                blank = m in ("can't be blank", "is required") and field == "eventName"
+                _add(errors, field, "is required" if blank else m)
     else:
         event = parsed[0]
 
