@@ -100,11 +100,13 @@ def _first(obj: Mapping[str, Any], names: tuple[str, ...]) -> tuple[str | None, 
 
 def _timestamp(value: Any, now: float, max_age: float) -> str | float | None:
     """Unix seconds from ISO 8601 text or Unix milliseconds, or an error message."""
-    if value is None:
+    if type(value) is int and 0 <= value < 1 << 53:  # Unix milliseconds, the usual spelling
+        seconds = value / 1000.0
+    elif value is None:
         return now
-    if isinstance(value, bool):
+    elif isinstance(value, bool):
         return None
-    if isinstance(value, (int, float)):
+    elif isinstance(value, (int, float)):
         try:
             seconds = float(value) / 1000.0
         except OverflowError:  # an integer past any float: no time at all
@@ -277,13 +279,7 @@ def normalise(obj: Any, domain: str, now: float, max_age: float,
     else:
         event = parsed[0]
 
-    when: str | float | None
-    if type(time_value) is int and 0 <= time_value < 1 << 53:  # Unix milliseconds, the usual spelling
-        when = time_value / 1000.0
-        if not now - max_age <= when <= now + _FUTURE_SECONDS:
-            when = _timestamp(time_value, now, max_age)
-    else:
-        when = _timestamp(time_value, now, max_age)
+    when = _timestamp(time_value, now, max_age)
     if when is None:
         _add(errors, "timestamp", "must be ISO 8601 or Unix milliseconds")
     elif isinstance(when, str):
