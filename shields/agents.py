@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from typing import Final
+from typing import ClassVar, Final
 
 from shields.claims import BLINK, GECKO, WEBKIT, BrowserClaim
 from shields.model import BrowserHeaders, ClientContext, DropReason, Event, SiteConfig, Verdict
@@ -67,8 +67,8 @@ class SpoofedAgentShield:
     before a geo lookup or a User-Agent parse is made for it.
     """
 
-    reason = DropReason.SPOOFED_AGENT
-    evidence = SIGNALS
+    reason: ClassVar[DropReason] = DropReason.SPOOFED_AGENT
+    evidence: ClassVar[tuple[str, ...]] = SIGNALS
 
     def check(self, event: Event, client: ClientContext, site: SiteConfig) -> Verdict | None:
         headers = client.headers

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from shields.model import ClientContext, DropReason, Event, SiteConfig, Verdict
 
@@ -22,6 +22,6 @@ class Shield(Protocol):
       for a site without such rules), so it can be left out for that site.
     """
 
-    reason: DropReason
+    reason: ClassVar[DropReason]
 
     def check(self, event: Event, client: ClientContext, site: SiteConfig) -> Verdict | None: ...

@@ -27,7 +27,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import ahocorasick
 import regex
@@ -409,8 +409,8 @@ class BotMatcher:
 class BotShield:
     """Drops bots: a bot User-Agent, an empty one, or automation the tracker itself reported."""
 
-    reason = DropReason.BOT
-    evidence = ("automation", "empty_user_agent", "user_agent")
+    reason: ClassVar[DropReason] = DropReason.BOT
+    evidence: ClassVar[tuple[str, ...]] = ("automation", "empty_user_agent", "user_agent")
 
     def __init__(self, matcher: BotMatcher) -> None:
         self.matcher = matcher
@@ -429,9 +429,9 @@ class BotShield:
 class VerificationAgentShield:
     """Drops the gateway's own verification agent, so installation checks never count as visits."""
 
-    reason = DropReason.VERIFICATION_AGENT
-    client_only = True
-    evidence = ("user_agent",)
+    reason: ClassVar[DropReason] = DropReason.VERIFICATION_AGENT
+    client_only: ClassVar[bool] = True
+    evidence: ClassVar[tuple[str, ...]] = ("user_agent",)
 
     def __init__(self, user_agent: str = VERIFICATION_AGENT_UA) -> None:
         self.user_agent = user_agent

@@ -9,6 +9,8 @@ rebuilding anything.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pathlib import Path
 
 from shields.intervals import parse_asn_lines
@@ -37,10 +39,10 @@ class DatacenterShield:
     and the loaded lists alone.
     """
 
-    reason = DropReason.DC_IP
-    ip_based = True
-    client_only = True
-    evidence = ("proxy_header", "vpn_asn", "ip_list", "hosting_asn")
+    reason: ClassVar[DropReason] = DropReason.DC_IP
+    ip_based: ClassVar[bool] = True
+    client_only: ClassVar[bool] = True
+    evidence: ClassVar[tuple[str, ...]] = ("proxy_header", "vpn_asn", "ip_list", "hosting_asn")
 
     def __init__(self, lists: LiveLists) -> None:
         self.lists = lists
@@ -64,10 +66,10 @@ class DatacenterShield:
 class ThreatShield:
     """Drops traffic from addresses on threat lists, or classified `threat_ip` by a trusted proxy."""
 
-    reason = DropReason.THREAT_IP
-    ip_based = True
-    client_only = True
-    evidence = ("proxy_header", "ip_list")
+    reason: ClassVar[DropReason] = DropReason.THREAT_IP
+    ip_based: ClassVar[bool] = True
+    client_only: ClassVar[bool] = True
+    evidence: ClassVar[tuple[str, ...]] = ("proxy_header", "ip_list")
 
     def __init__(self, lists: LiveLists) -> None:
         self.lists = lists

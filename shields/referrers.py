@@ -9,6 +9,8 @@ catches the endless subdomains spammers rotate through, while a look-alike host
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from shields.lists import LiveLists
 from shields.model import ClientContext, DropReason, Event, SiteConfig, Verdict
 
@@ -23,8 +25,8 @@ class SpamReferrerShield:
     reloaded list takes effect at once.
     """
 
-    reason = DropReason.SPAM_REFERRER
-    needs_site = False
+    reason: ClassVar[DropReason] = DropReason.SPAM_REFERRER
+    needs_site: ClassVar[bool] = False
 
     def __init__(self, lists: LiveLists) -> None:
         self.lists = lists

@@ -30,7 +30,7 @@ import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from shields.errors import RuleError
 from shields.hosts import strip_www
@@ -273,7 +273,7 @@ def parse_site_shields(table: Mapping[str, Any], source: str, *, switchable: Col
 class SiteHostnameShield:
     """With a hostname allowlist, only events for a matching hostname are kept."""
 
-    reason = DropReason.SITE_HOSTNAME_ALLOWLIST
+    reason: ClassVar[DropReason] = DropReason.SITE_HOSTNAME_ALLOWLIST
 
     def applies(self, site: SiteConfig) -> bool:
         return bool(site.shields.compiled.hostnames)
@@ -288,7 +288,7 @@ class SiteHostnameShield:
 class SitePageShield:
     """Drops events for pages on the site's page blocklist."""
 
-    reason = DropReason.SITE_PAGE_BLOCKLIST
+    reason: ClassVar[DropReason] = DropReason.SITE_PAGE_BLOCKLIST
 
     def applies(self, site: SiteConfig) -> bool:
         rules = site.shields.compiled
@@ -306,8 +306,8 @@ class SitePageShield:
 class SiteIPShield:
     """Drops events from addresses on the site's IP blocklist. IP-based: the allowlist exempts."""
 
-    reason = DropReason.SITE_IP_BLOCKLIST
-    ip_based = True
+    reason: ClassVar[DropReason] = DropReason.SITE_IP_BLOCKLIST
+    ip_based: ClassVar[bool] = True
 
     def applies(self, site: SiteConfig) -> bool:
         rules = site.shields.compiled
@@ -327,7 +327,7 @@ class SiteIPShield:
 class SiteCountryShield:
     """Drops events from countries on the site's blocklist (only when geo/ found a country)."""
 
-    reason = DropReason.SITE_COUNTRY_BLOCKLIST
+    reason: ClassVar[DropReason] = DropReason.SITE_COUNTRY_BLOCKLIST
 
     def applies(self, site: SiteConfig) -> bool:
         rules = site.shields.compiled

@@ -385,6 +385,11 @@ def _pathname(parts: SplitResult, with_fragment: bool) -> str:
     return pathname
 
 
+# The surrogates `surrogateescape` decodes undecodable bytes to (0x80 to 0xFF).
+_LOW_SURROGATE = chr(0xDC80)
+_HIGH_SURROGATE = chr(0xDCFF)
+
+
 def _percent_decode(text: str) -> str:
     """`%XX` → byte, leniently: malformed escapes stay as they are and `+` is not a space.
 
@@ -406,7 +411,7 @@ def _decode_run(match: re.Match[str]) -> str:
     out: list[str] = []
     at = 0  # byte offset in `raw`; each byte is one 3-character escape in `run`
     for ch in raw.decode("utf-8", "surrogateescape"):
-        if "\udc80" <= ch <= "\udcff":
+        if _LOW_SURROGATE <= ch <= _HIGH_SURROGATE:
             out.append(run[3 * at : 3 * at + 3])
             at += 1
         else:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from gateway.ingest.clients import Client
 from gateway.ingest.visitor import Visitors
@@ -37,7 +37,7 @@ __all__ = ["EVIDENCE", "STEPS", "SWITCHABLE", "UNKNOWN", "RateLimited", "Step", 
 
 
 class Step(Protocol):
-    reason: DropReason
+    reason: ClassVar[DropReason]
 
     def check(self, event: Event, client: Client, site: SiteConfig) -> Verdict | None: ...
 
@@ -57,8 +57,8 @@ class Throttled(Verdict):
 class UnknownSite:
     """Drops events for a domain that no site file declares."""
 
-    reason = DropReason.UNKNOWN_SITE
-    needs_site = False
+    reason: ClassVar[DropReason] = DropReason.UNKNOWN_SITE
+    needs_site: ClassVar[bool] = False
     switchable = False  # there is no site to switch it for
     _verdict = Verdict(DropReason.UNKNOWN_SITE, detail="no site file declares this domain")
 
@@ -74,8 +74,8 @@ class RateLimited:
     workers, and by every node with `[shared]` Redis). A request whose events are all rate
     limited is answered 429 with Retry-After."""
 
-    reason = DropReason.RATE_LIMITED
-    stateful = True
+    reason: ClassVar[DropReason] = DropReason.RATE_LIMITED
+    stateful: ClassVar[bool] = True
 
     def __init__(self, limiter: RateLimiter) -> None:
         self.limiter = limiter
@@ -103,8 +103,8 @@ class RateLimited:
 class Velocity:
     """Drops a visitor's events past the site's `[velocity] max_events_per_visit`."""
 
-    reason = DropReason.VELOCITY
-    stateful = True
+    reason: ClassVar[DropReason] = DropReason.VELOCITY
+    stateful: ClassVar[bool] = True
 
     def __init__(self, table: VelocityTable, visitors: Visitors) -> None:
         self.table = table
