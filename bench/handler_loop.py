@@ -144,7 +144,7 @@ def tracker_phases(rt: Runtime) -> tuple[tuple[str, ...], Callable[[CIMultiDict[
 
 def server_phases(rt: Runtime) -> tuple[tuple[str, ...], Callable[[bytes], list[int]]]:
     """What `gateway.api.events.ingest` does once the key is checked, phase by phase."""
-    from gateway.api.events import _decide_and_build
+    from gateway.ingest.server_batch import decide_and_build
     from gateway.ingest.server_events import normalise_batch
 
     def handle(raw: bytes) -> list[int]:
@@ -152,7 +152,7 @@ def server_phases(rt: Runtime) -> tuple[tuple[str, ...], Callable[[bytes], list[
         items = orjson.loads(raw)["events"]
         valid = normalise_batch(items, "site.test", time.time(), 7 * 86400.0).valid
         t1 = _clock()
-        rows, _ = _decide_and_build(rt, valid)
+        rows, _ = decide_and_build(rt, valid)
         t2 = _clock()
         rt.spool.append(rows)
         t3 = _clock()

@@ -11,9 +11,7 @@ inflating more than `max_inflation_ratio` → 413 · not `{"events": [1..max_eve
 sender; with no forwarded User-Agent, minus the User-Agent steps too) · rows at the events' own
 times to the spool · 202, or 207 when some events were invalid.
 
-The visitor: with `ip` and `userAgent`, the same keyed daily hash as a browser event of that
-visitor, so the two join; with an `anonymousId`, a keyed daily hash of it; with neither, one
-random id shared by those events of the request.
+Each event's visitor, and the steps and rows: gateway/ingest/server_batch.py.
 """
 
 from __future__ import annotations
@@ -21,7 +19,6 @@ from __future__ import annotations
 import math
 import time
 import zlib
-from random import getrandbits
 from typing import Any
 
 import orjson
@@ -30,21 +27,12 @@ from sanic.response import HTTPResponse
 
 from gateway.api.auth import authenticate
 from gateway.api.common import json, runtime
-from gateway.ingest.body import ParsedEvent
-from gateway.ingest.clients import Client
-from gateway.ingest.executor import Outcome
-from gateway.ingest.row import new_event_id
-from gateway.ingest.server_events import ServerEvent, normalise_batch, stored_event_id
-from gateway.ingest.visitor import visitor_id
-from gateway.runtime import Runtime
-from shields.model import DropReason, SiteConfig, Verdict
+from gateway.ingest.server_batch import decide_and_build
+from gateway.ingest.server_events import normalise_batch
 
 __all__ = ["PATH", "ingest", "too_large"]
 
 PATH = "/api/v1/events"
-
-_NO_CONSENT = Verdict(DropReason.NO_CONSENT, detail="consentGiven: false", evidence="")
-
 
 class _TooLarge(Exception):
     pass
@@ -129,7 +117,7 @@ async def ingest(request: Request) -> HTTPResponse:
         return json({"error": f"this key may send {rate} events a minute"}, 429,
                     {"retry-after": str(max(1, math.ceil(wait)))})
 
-    rows, dropped = _decide_and_build(rt, valid)
+    rows, dropped = decide_and_build(rt, valid)
     if rows:
         try:
             rt.spool.append(rows)
@@ -146,63 +134,3 @@ async def ingest(request: Request) -> HTTPResponse:
         answer.update(errors=errors, details=_details(errors))
         return json(answer, 207)
     return json(answer, 202)
-
-
-def _decide_and_build(rt: Runtime, events: list[ServerEvent]) -> tuple[list[tuple[Any, ...]], int]:
-    """Run the steps for each forwarded visitor and build the rows of the kept events."""
-    groups: dict[tuple[str | None, str | None], list[ServerEvent]] = {}
-    for e in events:
-        groups.setdefault((e.address, e.user_agent), []).append(e)
-    request_visitor = getrandbits(63)
-    salt = rt.visitors.salt()
-    anonymous: dict[tuple[str, str, str], int] = {}  # an anonymousId's id, per site and hostname
-    row = rt.rows.row
-    rows: list[tuple[Any, ...]] = []
-    dropped = 0
-    id_of = rt.visitors.id_of
-    drops: list[tuple[ParsedEvent, SiteConfig, Verdict, Client]] = []
-    for (_, ua), group in groups.items():
-        ip = group[0].ip
-        # Kept for the group: its client-only verdicts and visitor ids are worked out once.
-        client: Client = rt.clients.describe(ip, ua or "", keep=True)
-        executor = rt.server_executor if ua else rt.server_executor_no_ua
-        consenting = group
-        refused: Outcome | None = None
-        if not all(e.consent for e in group):
-            refused = Outcome()
-            consenting = []
-            for e in group:
-                if e.consent:
-                    consenting.append(e)
-                else:
-                    executor.refuse(refused, e.event, _NO_CONSENT)
-        decided = executor.run([e.event for e in consenting], client)
-        if refused is not None:
-            decided.dropped += refused.dropped
-            decided.site_drops += refused.site_drops
-        dropped += len(decided.dropped)
-        for event, site, verdict in decided.site_drops:  # recorded at the end, for the batch at once
-            drops.append((event, site, verdict, client))
-        forwarded = bool(ua) and ip is not None
-        seen: tuple[str, str] | None = None  # the visitor id of the group's last site and hostname
-        user_id = request_visitor
-        for at, (event, site) in zip(decided.kept_at, decided.kept):
-            e = consenting[at]
-            event_id = stored_event_id(site.domain, e.event_id) if e.event_id else new_event_id()
-            if forwarded:  # the browser visitor's own id
-                if seen != (site.domain, event.hostname):
-                    seen = (site.domain, event.hostname)
-                    user_id = id_of(client, site.domain, event.hostname)
-            elif e.visitor is not None:
-                key = (e.visitor, site.domain, event.hostname)
-                found = anonymous.get(key)
-                if found is None:
-                    found = anonymous[key] = visitor_id(salt, "\x00anonymous\x00" + e.visitor, None, site.domain,
-                                                        event.hostname)
-                user_id = found
-            else:  # an eventId does not name a visitor: a retry is found by its event_id instead
-                user_id = request_visitor
-            rows.append(row((event_id, e.timestamp, event.name, site.domain, user_id), event, client))
-    if drops:
-        rt.record_drops_of(drops)
-    return rows, dropped

@@ -1,0 +1,97 @@
+"""A server-side batch's validated events → the rows of those kept, and how many were dropped.
+
+The visitor: with `ip` and `userAgent`, the same keyed daily hash as a browser event of that
+visitor, so the two join; with an `anonymousId`, a keyed daily hash of it; with neither, one
+random id shared by those events of the request. Events are grouped by forwarded visitor, so a
+visitor's client (its address parsed, located and judged) and visitor id are worked out once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from random import getrandbits
+from typing import Any, Protocol
+
+from gateway.ingest.body import ParsedEvent
+from gateway.ingest.clients import Client, ClientMemo
+from gateway.ingest.executor import Executor, Outcome
+from gateway.ingest.row import RowBuilder, new_event_id
+from gateway.ingest.server_events import ServerEvent, stored_event_id
+from gateway.ingest.visitor import Visitors, visitor_id
+from shields.model import DropReason, SiteConfig, Verdict
+
+__all__ = ["ServerPath", "decide_and_build"]
+
+_NO_CONSENT = Verdict(DropReason.NO_CONSENT, detail="consentGiven: false", evidence="")
+
+
+class ServerPath(Protocol):
+    """What a batch needs of the worker's request path (`gateway.runtime.Runtime`)."""
+
+    clients: ClientMemo
+    server_executor: Executor  # the steps minus those the ingest key vouches for
+    server_executor_no_ua: Executor  # ... and minus those that judge a User-Agent
+    visitors: Visitors
+    rows: RowBuilder
+
+    def record_drops_of(self, drops: Sequence[tuple[ParsedEvent, SiteConfig, Verdict, Client]]) -> None: ...
+
+
+def decide_and_build(rt: ServerPath, events: list[ServerEvent]) -> tuple[list[tuple[Any, ...]], int]:
+    """Run the steps for each forwarded visitor and build the rows of the kept events."""
+    groups: dict[tuple[str | None, str | None], list[ServerEvent]] = {}
+    for e in events:
+        groups.setdefault((e.address, e.user_agent), []).append(e)
+    request_visitor = getrandbits(63)
+    salt = rt.visitors.salt()
+    anonymous: dict[tuple[str, str, str], int] = {}  # an anonymousId's id, per site and hostname
+    row = rt.rows.row
+    rows: list[tuple[Any, ...]] = []
+    dropped = 0
+    id_of = rt.visitors.id_of
+    drops: list[tuple[ParsedEvent, SiteConfig, Verdict, Client]] = []
+    for (_, ua), group in groups.items():
+        ip = group[0].ip
+        # Kept for the group: its client-only verdicts and visitor ids are worked out once.
+        client: Client = rt.clients.describe(ip, ua or "", keep=True)
+        executor = rt.server_executor if ua else rt.server_executor_no_ua
+        consenting = group
+        refused: Outcome | None = None
+        if not all(e.consent for e in group):
+            refused = Outcome()
+            consenting = []
+            for e in group:
+                if e.consent:
+                    consenting.append(e)
+                else:
+                    executor.refuse(refused, e.event, _NO_CONSENT)
+        decided = executor.run([e.event for e in consenting], client)
+        if refused is not None:
+            decided.dropped += refused.dropped
+            decided.site_drops += refused.site_drops
+        dropped += len(decided.dropped)
+        for event, site, verdict in decided.site_drops:  # recorded at the end, for the batch at once
+            drops.append((event, site, verdict, client))
+        forwarded = bool(ua) and ip is not None
+        seen: tuple[str, str] | None = None  # the visitor id of the group's last site and hostname
+        user_id = request_visitor
+        for at, (event, site) in zip(decided.kept_at, decided.kept):
+            e = consenting[at]
+            event_id = stored_event_id(site.domain, e.event_id) if e.event_id else new_event_id()
+            if forwarded:  # the browser visitor's own id
+                if seen != (site.domain, event.hostname):
+                    seen = (site.domain, event.hostname)
+                    user_id = id_of(client, site.domain, event.hostname)
+            elif e.visitor is not None:
+                key = (e.visitor, site.domain, event.hostname)
+                found = anonymous.get(key)
+                if found is None:
+                    found = anonymous[key] = visitor_id(salt, "\x00anonymous\x00" + e.visitor, None, site.domain,
+                                                        event.hostname)
+                user_id = found
+            else:  # an eventId does not name a visitor: a retry is found by its event_id instead
+                user_id = request_visitor
+            rows.append(row((event_id, e.timestamp, event.name, site.domain, user_id), event, client))
+    if drops:
+        rt.record_drops_of(drops)
+    return rows, dropped
