@@ -13,20 +13,38 @@ TEST_DEBS := chromium firefox-esr libnss3-tools nginx curl wget clickhouse-serve
 # The HTTP load generator of the benchmarks.
 BENCH_DEBS := wrk
 
-.PHONY: run test lint venv test-venv load-venv debs bench-debs bench bench-server-api compare profile shields-eval geo-bench tracker console-js console-screenshots clean loadtest
+.PHONY: run test lint venv test-venv load-venv debs build-debs bench-debs bench bench-server-api compare profile shields-eval geo-bench tracker console-js console-screenshots clean loadtest
 
 $(VENV)/bin/activate:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
 	  echo "python3 -m venv failed: installing Debian's python3-venv"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); }
 
-$(VENV)/.installed: $(VENV)/bin/activate pyproject.toml
+# The request path's modules (gateway/compiled.py) are compiled to C with mypyc: the install is
+# redone when one of them changes, so the compiled copies beside them are never older.
+COMPILED := $(shell sed -n 's/^    "\([a-z_/]*\.py\)",$$/\1/p' gateway/compiled.py)
+
+# Compiled copies of an earlier build (a module since left out would shadow its source).
+CLEAN_SO := rm -f edge_tracker_gateway__mypyc.*.so && find gateway shields geo -name '*.so' -delete
+
+# A C compiler and Python's headers, for that build.
+build-debs:
+	@command -v cc >/dev/null 2>&1 || { echo "installing a C compiler"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq gcc libc6-dev; }
+	@$(PYTHON) -c 'import sysconfig, pathlib, sys; sys.exit(not (pathlib.Path(sysconfig.get_paths()["include"]) / "Python.h").exists())' || { \
+	  echo "installing Python's headers"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq python3-dev; }
+
+$(VENV)/.installed: $(VENV)/bin/activate pyproject.toml setup.py $(COMPILED) | build-debs
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e .
+	$(CLEAN_SO)
+	EDGE_GATEWAY_COMPILE=1 $(PIP) install -q -e .
 	touch $@
 
+# The test extras alone (reinstalling the project with them would compile it again).
 $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
-	$(PIP) install -q -e '.[test]'
+	$(PY) -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["test"]))' > $(VENV)/test-requirements.txt
+	$(PIP) install -q -r $(VENV)/test-requirements.txt
 	touch $@
 
 venv: $(VENV)/.installed
@@ -99,10 +117,13 @@ tracker:
 # Locust mix against a fresh gateway on loopback, pass/fail (docs/loadtesting.md).
 # Options: make loadtest ARGS="--run-time 30s --users 100", ARGS="--break shields".
 load-venv: venv
-	@[ $(VENV)/.installed-load -nt pyproject.toml ] || { $(PIP) install -q -e '.[load]' && touch $(VENV)/.installed-load; }
+	@[ $(VENV)/.installed-load -nt pyproject.toml ] || { \
+	  $(PY) -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["load"]))' > $(VENV)/load-requirements.txt && \
+	  $(PIP) install -q -r $(VENV)/load-requirements.txt && touch $(VENV)/.installed-load; }
 
 loadtest: load-venv
 	$(PY) loadtests/run.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) data build *.egg-info
+	$(CLEAN_SO)

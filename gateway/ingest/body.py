@@ -123,7 +123,7 @@ class ParseResult:
     items: list[ParsedItem] = field(default_factory=list)
 
 
-def parse_body(raw: bytes, max_batch: int = 100) -> ParseResult:
+def parse_body(raw: bytes | bytearray, max_batch: int = 100) -> ParseResult:
     """Decode a request body: one JSON object, or a JSON array of at most `max_batch` objects."""
     try:
         value = orjson.loads(raw)
@@ -165,7 +165,7 @@ class BodyParser:
         self._cached = lru_cache(maxsize=cache_size)(parse)
         self.cache_info = self._cached.cache_info
 
-    def __call__(self, raw: bytes) -> ParseResult:
+    def __call__(self, raw: bytes | bytearray) -> ParseResult:
         if type(raw) is bytes and len(raw) <= MAX_CACHED_BODY:
             return self._cached(raw)
         return parse_body(raw, self._max_batch)
@@ -180,7 +180,7 @@ def _item(index: int, value: object) -> ParsedItem:
     return ParsedItem(index, parsed)
 
 
-def parse_event(obj: dict[str, Any]) -> list[ParsedEvent] | Errors:
+def parse_event(obj: Any) -> list[ParsedEvent] | Errors:
     """One JSON object → one `Event` per domain, or every problem found, Plausible-shaped."""
     if not isinstance(obj, dict):
         return {"event": [_ITEM_NOT_OBJECT]}

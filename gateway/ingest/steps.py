@@ -59,7 +59,7 @@ class UnknownSite:
 
     reason: ClassVar[DropReason] = DropReason.UNKNOWN_SITE
     needs_site: ClassVar[bool] = False
-    switchable = False  # there is no site to switch it for
+    switchable: ClassVar[bool] = False  # there is no site to switch it for
     _verdict = Verdict(DropReason.UNKNOWN_SITE, detail="no site file declares this domain")
 
     def applies(self, site: SiteConfig) -> bool:
