@@ -35,7 +35,7 @@ build-debs:
 	  echo "installing Python's headers"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq python3-dev; }
 
-$(VENV)/.installed: $(VENV)/bin/activate pyproject.toml setup.py $(COMPILED) | build-debs
+$(VENV)/.installed: $(VENV)/bin/activate pyproject.toml setup.py gateway/compiled.py $(COMPILED) | build-debs
 	$(PIP) install -q --upgrade pip
 	$(CLEAN_SO)
 	EDGE_GATEWAY_COMPILE=1 $(PIP) install -q -e .

@@ -1,6 +1,6 @@
 """The server-side events API under load: 1000-event batches into the durable spool.
 
-Part of `make bench` (or alone: `make bench-server-api ARGS="--rounds 3"`). Three servers with
+Part of `make bench` (or alone: `make bench-server-api ARGS="--rounds 3"`). Four servers with
 the same workers, driven by `wrk` in the same run, rounds in rotating order:
 
 * **server API**: the gateway's `POST /api/v1/events` with an ingest key, batches of 1000 events
@@ -10,7 +10,9 @@ the same workers, driven by `wrk` in the same run, rounds in rotating order:
   geo, rows) up to a 202 that means the rows are in the spool on disk;
 * **/api/event batches**: the gateway's tracker endpoint with Plausible's batch form, 100 events
   per request from one browser client (a new address each request, dressed as that browser);
-* **bare sanic**: the same 1000-event bodies decoded with `orjson` and answered 202, nothing else.
+* **bare sanic**: the same 1000-event bodies decoded with `orjson` and answered 202, nothing else;
+* **server API, plain Python**: the same gateway from a copy of its sources without the compiled
+  modules (gateway/compiled.py), with its own data folder and key: what compiling is worth.
 
 Figures: events per second (accepted, as each answer says), the worker processes' CPU per event,
 and what that makes per second of one worker's CPU. The load generator builds every body as it
@@ -172,6 +174,23 @@ def _create_key(cfg: Path, env: dict[str, str]) -> str:
     return out.strip().splitlines()[-1]
 
 
+PLAIN = "server API, plain Python"
+
+
+def plain_tree(tmp: Path) -> Path:
+    """The gateway's packages copied without their compiled modules: served from there, the
+    gateway runs them as plain Python."""
+    plain = tmp / "plain"
+    for package in ("gateway", "shields", "geo"):
+        shutil.copytree(ROOT / package, plain / package, ignore=shutil.ignore_patterns("*.so", "__pycache__"))
+    check = "from gateway.compiled import status; print(len(status()[0]))"
+    compiled = subprocess.run([sys.executable, "-c", check], cwd=plain, env={**os.environ, "PYTHONPATH": str(plain)},
+                              capture_output=True, text=True, check=True).stdout.strip()
+    if compiled != "0":
+        raise RuntimeError(f"the plain-Python copy still loads {compiled} compiled modules")
+    return plain
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seconds", type=int, default=6)
@@ -191,9 +210,14 @@ def main(argv: list[str] | None = None) -> int:
     luas["server API"].write_text(server_api_lua(key))
     luas["bare sanic"].write_text(server_api_lua(key))
     luas["/api/event batches"].write_text(tracker_batch_lua())
+    plain = plain_tree(tmp)
+    plain_env = {**env, "PYTHONPATH": str(plain)}
+    plain_cfg = gateway_config(tmp / "plain-gateway", args.workers, extra, plain_env)
+    luas[PLAIN] = tmp / "plain.lua"
+    luas[PLAIN].write_text(server_api_lua(_create_key(plain_cfg, plain_env)))
 
     procs: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
-    gateways = {"server API", "/api/event batches"}
+    gateways = {"server API", "/api/event batches", PLAIN}
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in luas}
     gw: tuple[subprocess.Popen[bytes], str] | None = None
     try:
@@ -202,8 +226,12 @@ def main(argv: list[str] | None = None) -> int:
         port = free_port()
         gw = (start_server(serve_command(cfg, port), env), f"http://127.0.0.1:{port}")
         procs["server API"] = procs["/api/event batches"] = gw
+        port = free_port()
+        # cwd: `python -m` puts it first on the path, before PYTHONPATH
+        procs[PLAIN] = (start_server(serve_command(plain_cfg, port), plain_env, cwd=plain), f"http://127.0.0.1:{port}")
         _wait(procs["bare sanic"][1] + "/health", procs["bare sanic"][0])
         _wait(gw[1] + "/ready", gw[0])
+        _wait(procs[PLAIN][1] + "/ready", procs[PLAIN][0])
         names = list(luas)
         for name in names:  # warm up
             run(procs[name][1], luas[name], 2, args.connections)
@@ -228,18 +256,20 @@ def main(argv: list[str] | None = None) -> int:
             _stop(procs["bare sanic"][0])
         if gw is not None:
             _stop(gw[0])
+        if PLAIN in procs:
+            _stop(procs[PLAIN][0])
 
     w = args.workers
     print(f"\nserver API: {BATCH}-event batches (/api/event: {TRACKER_BATCH}), {w} worker(s), {args.connections} "
           f"connections, {args.seconds}s each, {args.rounds} round(s), wrk -t1 on loopback; median of the rounds")
-    print(f"{'server':<20} {'req/s':>7} {'events/s':>9} {'per worker':>10} {'p50 ms':>7} {'p99 ms':>7} "
+    print(f"{'server':<24} {'req/s':>7} {'events/s':>9} {'per worker':>10} {'p50 ms':>7} {'p99 ms':>7} "
           f"{'non-2xx':>7} {'worker µs/event':>15} {'events per worker-CPU-s':>23} {'shipper µs/event':>16}")
     med: dict[str, dict[str, float]] = {}
     for name, rs in runs.items():
         m = {k: statistics.median(r[k] for r in rs) for k in rs[0]}
         med[name] = m
         shipper = f"{m['shipper_us']:>16.2f}" if name in gateways else f"{'':>16}"
-        print(f"{name:<20} {m['rps']:>7.0f} {m['events_s']:>9.0f} {m['events_s'] / w:>10.0f} {m['p50']:>7.1f} "
+        print(f"{name:<24} {m['rps']:>7.0f} {m['events_s']:>9.0f} {m['events_s'] / w:>10.0f} {m['p50']:>7.1f} "
               f"{m['p99']:>7.1f} {m['non2xx']:>7.0f} {m['worker_us']:>15.2f} {1e6 / m['worker_us']:>23.0f} "
               f"{shipper}")
 
@@ -249,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"server API / bare sanic, events/s in the same round: {ratio('server API', 'bare sanic')}")
     print(f"server API / /api/event batches, events/s in the same round: {ratio('server API', '/api/event batches')}")
+    print(f"server API compiled / plain Python, worker CPU per event in the same round: "
+          f"{ratio('server API', PLAIN, 'worker_us')}")
     wall = med["server API"]["events_s"] / w
     cpu = 1e6 / med["server API"]["worker_us"]
     print(f"goal: {GOAL} events/s per worker into the spool. Wall clock, sharing the cores with wrk and the "

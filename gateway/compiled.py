@@ -33,6 +33,7 @@ MODULES: tuple[str, ...] = (
     "shields/bots.py",
     "shields/referrers.py",
     "shields/agents.py",
+    "geo/location.py",
     "geo/reader.py",
     "gateway/enrich/columns.py",
     "gateway/enrich/geo.py",
