@@ -278,13 +278,13 @@ class Runtime(RequestPath):
             except OSError as exc:
                 log.error("spool write failed, per-minute counts lost: %s", exc)
 
-    def record_drops(self, outcome: Outcome, client: Client) -> None:
+    def record_drops(self, outcome: Outcome) -> None:
         """Drop records for a request's dropped events of declared sites (capped), to the spool."""
-        self.record_drops_of([(event, site, verdict, client) for event, site, verdict in outcome.site_drops])
+        self.record_drops_of(outcome.site_drops)
 
     def record_drops_of(self, drops: Sequence[tuple[ParsedEvent, SiteConfig, Verdict, Client]]) -> None:
-        """`record_drops` for drops of several clients (a server-side batch): one quota request per
-        site and one spool write for them all."""
+        """Drop records for dropped events of declared sites, of one client or several (a
+        server-side batch): one quota request per site and one spool write for them all."""
         rows = self.drop_records.records(drops)
         if rows:
             try:

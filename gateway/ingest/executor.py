@@ -7,7 +7,8 @@ limit the site does not set) is left out too. A domain no site declares gets the
 steps before the site lookup, then `unknown_site`. Every switch is applied here, in one place,
 for every reason, including the steps that run before the site lookup.
 
-`run` takes one request's events: the first enforced objection drops an event; report-only
+`run` takes one request's events (`run_each`: events of several clients, each with its own,
+as a server-side batch's forwarded visitors): the first enforced objection drops an event; report-only
 objections met before it are would-drops; the event goes on. Every drop and would-drop is
 counted here, once, by site and reason, and nothing is timed. `trace` runs the same plan for
 one event without stopping and without changing state (`peek`), reporting every step's
@@ -45,8 +46,9 @@ class Outcome:
     kept_at: list[int] = field(default_factory=list)  # where each kept event is in `run`'s events
     dropped: list[tuple[str, DropReason]] = field(default_factory=list)  # (site label, reason)
     retry_after: float = 0.0  # the longest wait a rate-limited site asked for
-    # The dropped events of declared sites with their verdicts: what drop records are made of.
-    site_drops: list[tuple[ParsedEvent, SiteConfig, Verdict]] = field(default_factory=list)
+    # The dropped events of declared sites with their verdicts and clients: what drop records
+    # are made of.
+    site_drops: list[tuple[ParsedEvent, SiteConfig, Verdict, Client]] = field(default_factory=list)
 
     @property
     def all_rate_limited(self) -> bool:
@@ -173,16 +175,26 @@ class Executor:
 
     def run(self, events: Sequence[ParsedEvent], client: Client) -> Outcome:
         """Decide and count one request's events."""
+        return self.run_each(events, [client] * len(events))
+
+    def run_each(self, events: Sequence[ParsedEvent], clients: Sequence[Client]) -> Outcome:
+        """`run` for events of several clients: `events[i]` is `clients[i]`'s. One outcome and one
+        count for them all (a server-side batch's visitors, rather than a run per visitor)."""
         out = Outcome()
         plans = self._plans
         unknown = self._unknown
         metrics = self._metrics
         minutes = self.minutes
         minute = int(time()) // 60
-        memo = client.verdicts if client.generation == self._generation.value else None
+        generation = self._generation.value
         accepted: dict[str, int] = {}  # counted once per site at the end: a batch has many
         kept = out.kept
+        client: Client | None = None
+        memo: dict[object, Verdict | None] | None = None
         for at, event in enumerate(events):
+            if clients[at] is not client:
+                client = clients[at]
+                memo = client.verdicts if client.generation == generation else None
             site, plan = plans.get(event.domain, unknown)
             label = site.domain
             known = site is not UNKNOWN
@@ -204,7 +216,7 @@ class Executor:
             out.dropped.append((label, verdict.reason))
             if known:
                 minutes[(minute, label, "dropped", verdict.reason.value)] += 1
-                out.site_drops.append((event, site, verdict))
+                out.site_drops.append((event, site, verdict, client))
             if isinstance(verdict, Throttled):
                 out.retry_after = max(out.retry_after, verdict.retry_after)
         for label, n in accepted.items():
@@ -227,7 +239,7 @@ class Executor:
         self.minutes.clear()
         return taken
 
-    def refuse(self, out: Outcome, event: ParsedEvent, verdict: Verdict) -> None:
+    def refuse(self, out: Outcome, event: ParsedEvent, client: Client, verdict: Verdict) -> None:
         """Count a drop decided before the steps (a server-side event without consent) exactly
         as `run` counts one: metrics, per-minute counts, a drop record for a declared site."""
         site, _ = self._plans.get(event.domain, self._unknown)
@@ -236,7 +248,7 @@ class Executor:
         out.dropped.append((label, verdict.reason))
         if site is not UNKNOWN:
             self.minutes[(int(time()) // 60, label, "dropped", verdict.reason.value)] += 1
-            out.site_drops.append((event, site, verdict))
+            out.site_drops.append((event, site, verdict, client))
 
     def count_invalid(self, n: int) -> None:
         """Batch items that could not be parsed: dropped as `invalid` (under no site)."""

@@ -42,45 +42,42 @@ def decide_and_build(rt: ServerPath, events: list[ServerEvent]) -> tuple[list[tu
     groups: dict[tuple[str | None, str | None], list[ServerEvent]] = {}
     for e in events:
         groups.setdefault((e.address, e.user_agent), []).append(e)
+    # One run of each executor for the whole batch (its counting is per run, not per visitor):
+    # the events with a forwarded User-Agent, and those without, each beside its visitor's client.
+    runs = (_Run(rt.server_executor), _Run(rt.server_executor_no_ua))
+    refused = Outcome()  # consentGiven: false, counted as the steps would count a drop
+    for (_, ua), group in groups.items():
+        # One client per visitor: its client-only verdicts and visitor ids are worked out once.
+        client: Client = rt.clients.describe(group[0].ip, ua or "", keep=True)
+        run = runs[0] if ua else runs[1]
+        for e in group:
+            if e.consent:
+                run.add(e, client)
+            else:
+                run.executor.refuse(refused, e.event, client, _NO_CONSENT)
     request_visitor = getrandbits(63)
     salt = rt.visitors.salt()
     anonymous: dict[tuple[str, str, str], int] = {}  # an anonymousId's id, per site and hostname
     row = rt.rows.row
-    rows: list[tuple[Any, ...]] = []
-    dropped = 0
     id_of = rt.visitors.id_of
-    drops: list[tuple[ParsedEvent, SiteConfig, Verdict, Client]] = []
-    for (_, ua), group in groups.items():
-        ip = group[0].ip
-        # Kept for the group: its client-only verdicts and visitor ids are worked out once.
-        client: Client = rt.clients.describe(ip, ua or "", keep=True)
-        executor = rt.server_executor if ua else rt.server_executor_no_ua
-        consenting = group
-        refused: Outcome | None = None
-        if not all(e.consent for e in group):
-            refused = Outcome()
-            consenting = []
-            for e in group:
-                if e.consent:
-                    consenting.append(e)
-                else:
-                    executor.refuse(refused, e.event, _NO_CONSENT)
-        decided = executor.run([e.event for e in consenting], client)
-        if refused is not None:
-            decided.dropped += refused.dropped
-            decided.site_drops += refused.site_drops
+    rows: list[tuple[Any, ...]] = []
+    dropped = len(refused.dropped)
+    drops = refused.site_drops  # recorded at the end, for the batch at once
+    for run in runs:
+        if not run.events:
+            continue
+        decided = run.executor.run_each(run.events, run.clients)
         dropped += len(decided.dropped)
-        for event, site, verdict in decided.site_drops:  # recorded at the end, for the batch at once
-            drops.append((event, site, verdict, client))
-        forwarded = bool(ua) and ip is not None
-        seen: tuple[str, str] | None = None  # the visitor id of the group's last site and hostname
+        drops += decided.site_drops
+        last: tuple[Client, str, str] | None = None  # the visitor id's client, site and hostname
         user_id = request_visitor
         for at, (event, site) in zip(decided.kept_at, decided.kept):
-            e = consenting[at]
+            e = run.sent[at]
+            client = run.clients[at]
             event_id = stored_event_id(site.domain, e.event_id) if e.event_id else new_event_id()
-            if forwarded:  # the browser visitor's own id
-                if seen != (site.domain, event.hostname):
-                    seen = (site.domain, event.hostname)
+            if e.user_agent and e.ip is not None:  # a forwarded visitor: the browser visitor's own id
+                if last is None or last[0] is not client or last[1] != site.domain or last[2] != event.hostname:
+                    last = (client, site.domain, event.hostname)
                     user_id = id_of(client, site.domain, event.hostname)
             elif e.visitor is not None:
                 key = (e.visitor, site.domain, event.hostname)
@@ -95,3 +92,18 @@ def decide_and_build(rt: ServerPath, events: list[ServerEvent]) -> tuple[list[tu
     if drops:
         rt.record_drops_of(drops)
     return rows, dropped
+
+
+class _Run:
+    """The events one executor judges, each beside the event as sent and its visitor's client."""
+
+    def __init__(self, executor: Executor) -> None:
+        self.executor = executor
+        self.events: list[ParsedEvent] = []
+        self.sent: list[ServerEvent] = []
+        self.clients: list[Client] = []
+
+    def add(self, e: ServerEvent, client: Client) -> None:
+        self.events.append(e.event)
+        self.sent.append(e)
+        self.clients.append(client)
