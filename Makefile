@@ -41,9 +41,12 @@ $(VENV)/.installed: $(VENV)/bin/activate pyproject.toml setup.py gateway/compile
 	EDGE_GATEWAY_COMPILE=1 $(PIP) install -q -e .
 	touch $@
 
-# The test extras alone (reinstalling the project with them would compile it again).
+# An extra's requirements, one a line (`$(EXTRAS) test`): installed alone, since reinstalling the
+# project with them would compile it again.
+EXTRAS = $(PY) -c 'import sys, tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"][sys.argv[1]]))'
+
 $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
-	$(PY) -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["test"]))' > $(VENV)/test-requirements.txt
+	$(EXTRAS) test > $(VENV)/test-requirements.txt
 	$(PIP) install -q -r $(VENV)/test-requirements.txt
 	touch $@
 
@@ -118,7 +121,7 @@ tracker:
 # Options: make loadtest ARGS="--run-time 30s --users 100", ARGS="--break shields".
 load-venv: venv
 	@[ $(VENV)/.installed-load -nt pyproject.toml ] || { \
-	  $(PY) -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["load"]))' > $(VENV)/load-requirements.txt && \
+	  $(EXTRAS) load > $(VENV)/load-requirements.txt && \
 	  $(PIP) install -q -r $(VENV)/load-requirements.txt && touch $(VENV)/.installed-load; }
 
 loadtest: load-venv

@@ -1,10 +1,11 @@
 """The request path's modules that the build compiles to C with mypyc (setup.py), and which of
 them this process runs compiled.
 
-Every event runs through these modules, tens of small Python calls each; compiled, the same
-code costs about 40 % less CPU per event (docs/performance.md). They stay plain Python too: the
-build falls back to them, with a warning, where no C compiler or mypyc is at hand, and they
-behave the same either way (the test suite runs the compiled build; `make test` checks it is).
+Every event runs through these modules, tens of small Python calls each; compiled, the same code
+costs about 30 % less worker CPU per server-side event (docs/performance.md). They stay plain
+Python too: the build falls back to them, with a warning, where no C compiler or mypyc is at
+hand, and they behave the same either way (the test suite runs the compiled build; `make test`
+checks it is).
 
 What a compiled module cannot do, and so none of these does: be inspected for its signature (a
 Sanic handler), have its functions or classes replaced at run time (tests patch other modules),
