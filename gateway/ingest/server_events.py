@@ -58,8 +58,10 @@ NOT_STORED = frozenset({"pageTitle", "page_title", "title", "sessionId", "sessio
 
 
 # Built for every event of a batch, so not frozen (a frozen one costs each field an
-# object.__setattr__); treated as immutable, like shields.model.Event.
-@dataclass(slots=True)
+# object.__setattr__); treated as immutable, like shields.model.Event. Its `__init__` is written
+# out: compiled (gateway/compiled.py), it is a native call, where the one dataclasses generates
+# stays plain Python.
+@dataclass(slots=True, init=False)
 class ServerEvent:
     event: ParsedEvent
     timestamp: str  # "YYYY-MM-DD HH:MM:SS", UTC: the event's own time
@@ -69,6 +71,17 @@ class ServerEvent:
     user_agent: str | None
     visitor: str | None  # anonymousId / visitorId
     consent: bool
+
+    def __init__(self, event: ParsedEvent, timestamp: str, event_id: str | None, ip: IPAddress | None,
+                 address: str | None, user_agent: str | None, visitor: str | None, consent: bool) -> None:
+        self.event = event
+        self.timestamp = timestamp
+        self.event_id = event_id
+        self.ip = ip
+        self.address = address
+        self.user_agent = user_agent
+        self.visitor = visitor
+        self.consent = consent
 
 
 def stored_event_id(domain: str, event_id: str) -> str:
