@@ -105,7 +105,8 @@ def _say_how_built() -> None:
     compiled, interpreted = status()
     if interpreted:
         log.warning("request path running as plain Python (%d of %d modules not compiled, e.g. %s): "
-                    "about 40%% more CPU per event; a build with mypyc and a C compiler compiles them",
+                    "about 30%% more worker CPU per server-side event; a build with mypyc and a C compiler "
+                    "compiles them",
                     len(interpreted), len(compiled) + len(interpreted), interpreted[0])
     else:
         log.info("request path compiled (%d modules)", len(compiled))

@@ -7,12 +7,12 @@ limit the site does not set) is left out too. A domain no site declares gets the
 steps before the site lookup, then `unknown_site`. Every switch is applied here, in one place,
 for every reason, including the steps that run before the site lookup.
 
-`run` takes one request's events (`run_each`: events of several clients, each with its own,
-as a server-side batch's forwarded visitors): the first enforced objection drops an event; report-only
-objections met before it are would-drops; the event goes on. Every drop and would-drop is
-counted here, once, by site and reason, and nothing is timed. `trace` runs the same plan for
-one event without stopping and without changing state (`peek`), reporting every step's
-decision: that is `edge-gateway explain`, so serve and explain cannot disagree.
+`run` takes one request's events (`run_each`: events of several clients, each beside its own, as
+a server-side batch's forwarded visitors): the first enforced objection drops an event;
+report-only objections met before it are would-drops; the event goes on. Every drop and
+would-drop is counted here, once, by site and reason, and nothing is timed. `trace` runs the
+same plan for one event without stopping and without changing state (`peek`), reporting every
+step's decision: that is `edge-gateway explain`, so serve and explain cannot disagree.
 
 What a remembered client keeps: the raw verdict of each `client_only` step, in
 `Client.verdicts`, while the worker's generation has not moved. The site's switches (allowlist,
