@@ -130,7 +130,7 @@ def tracker_phases(rt: Runtime) -> tuple[tuple[str, ...], Callable[[CIMultiDict[
         t2 = _clock()
         outcome = rt.executor.run(result.items[0].events, client)
         if outcome.site_drops:
-            rt.record_drops(outcome)
+            rt.record_drops(outcome.site_drops)
         t3 = _clock()
         rows = rt.rows.rows(outcome.kept, client) if outcome.kept else None
         t4 = _clock()

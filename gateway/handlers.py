@@ -108,7 +108,7 @@ async def event(request: Request) -> HTTPResponse:
         return _json(_NO_ROOM, 503, _RETRY_LATER)
     outcome = rt.executor.run(events, client)
     if outcome.site_drops:
-        rt.record_drops(outcome)
+        rt.record_drops(outcome.site_drops)
     if outcome.all_rate_limited and not result.is_batch:
         counts[429] += 1
         return _json({"errors": {"request": ["rate limited"]}}, 429,

@@ -27,7 +27,7 @@ from gateway.errors import ConfigError
 from gateway.ingest.body import BodyParser, ParsedEvent
 from gateway.ingest.client_ip import ClientIPResolver
 from gateway.ingest.clients import Client, ClientMemo
-from gateway.ingest.executor import Executor, Outcome
+from gateway.ingest.executor import Executor
 from gateway.ingest.records import DropRecorder, count_rows
 from gateway.ingest.row import RowBuilder
 from gateway.ingest.sites import Sites, load_sites, sites_fingerprint
@@ -278,11 +278,7 @@ class Runtime(RequestPath):
             except OSError as exc:
                 log.error("spool write failed, per-minute counts lost: %s", exc)
 
-    def record_drops(self, outcome: Outcome) -> None:
-        """Drop records for a request's dropped events of declared sites (capped), to the spool."""
-        self.record_drops_of(outcome.site_drops)
-
-    def record_drops_of(self, drops: Sequence[tuple[ParsedEvent, SiteConfig, Verdict, Client]]) -> None:
+    def record_drops(self, drops: Sequence[tuple[ParsedEvent, SiteConfig, Verdict, Client]]) -> None:
         """Drop records for dropped events of declared sites, of one client or several (a
         server-side batch): one quota request per site and one spool write for them all."""
         rows = self.drop_records.records(drops)

@@ -34,7 +34,7 @@ class ServerPath(Protocol):
     visitors: Visitors
     rows: RowBuilder
 
-    def record_drops_of(self, drops: Sequence[tuple[ParsedEvent, SiteConfig, Verdict, Client]]) -> None: ...
+    def record_drops(self, drops: Sequence[tuple[ParsedEvent, SiteConfig, Verdict, Client]]) -> None: ...
 
 
 def decide_and_build(rt: ServerPath, events: list[ServerEvent]) -> tuple[list[tuple[Any, ...]], int]:
@@ -90,7 +90,7 @@ def decide_and_build(rt: ServerPath, events: list[ServerEvent]) -> tuple[list[tu
                 user_id = request_visitor
             rows.append(row((event_id, e.timestamp, event.name, site.domain, user_id), event, client))
     if drops:
-        rt.record_drops_of(drops)
+        rt.record_drops(drops)
     return rows, dropped
 
 
