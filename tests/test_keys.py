@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import shutil
 import sqlite3
 import tempfile
@@ -11,6 +12,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -20,6 +22,7 @@ from gatewayproc import Gateway
 from servers import RedisServer, missing, redis_command
 
 from gateway.state.keys import KeyRing, SQLiteKeyStore, create_key, parse_token
+from gateway.store.sqlite import SQLiteSink, ensure_schema
 
 SITES = {"a": 'domain = "a.test"\n', "b": 'domain = "b.test"\n'}
 redis_server = servers.redis_server
@@ -179,6 +182,41 @@ def test_keyring_compares_in_constant_time_and_remembers_lookups_briefly(tmp_pat
     assert ring.verify(token) is None
     conn = sqlite3.connect(tmp_path / "keys.sqlite")
     assert [r[0] for r in conn.execute("SELECT digest FROM keys")] == [record.digest]
+
+
+def _open_at_once(opener: Callable[[Path], object], path: str, gate: Any, errors: Any) -> None:
+    gate.wait()
+    try:
+        opener(Path(path))
+    except Exception as exc:  # noqa: BLE001 - the test reports what any process raised
+        errors.put(repr(exc))
+
+
+def _open_events_file(path: Path) -> None:
+    ensure_schema(path)
+    SQLiteSink(path).close()
+
+
+@pytest.mark.parametrize("opener", [SQLiteKeyStore, _open_events_file], ids=["keys", "events"])
+def test_processes_opening_a_new_database_file_at_the_same_moment_all_succeed(
+        tmp_path: Path, opener: Callable[[Path], object]) -> None:
+    # Every worker opens keys.sqlite as it starts; a new file's switch to WAL raced between
+    # them and one worker's start failed with "database is locked".
+    ctx = multiprocessing.get_context("fork")
+    errors = ctx.Queue()
+    for round_ in range(40):
+        gate = ctx.Barrier(4)
+        path = str(tmp_path / f"r{round_}" / "db.sqlite")
+        procs = [ctx.Process(target=_open_at_once, args=(opener, path, gate, errors)) for _ in range(4)]
+        for proc in procs:
+            proc.start()
+        for proc in procs:
+            proc.join(30)
+            assert proc.exitcode == 0
+    failures = []
+    while not errors.empty():
+        failures.append(errors.get())
+    assert failures == []
 
 
 def test_keys_live_in_redis_when_nodes_share_state(start_gateway: Callable[..., Gateway],

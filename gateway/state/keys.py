@@ -23,7 +23,6 @@ import hashlib
 import hmac
 import re
 import secrets
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -33,6 +32,8 @@ from typing import Protocol
 
 import redis
 from cachetools import TTLCache
+
+from gateway.state.sqlitefile import open_wal
 
 __all__ = ["CACHE_SECONDS", "SCOPES", "KeyCommandError", "KeyRecord", "KeyRing", "KeyStore", "RedisKeyStore",
            "SQLiteKeyStore", "create_key", "make_secret", "open_key_store", "parse_token"]
@@ -113,10 +114,7 @@ class SQLiteKeyStore:
     """Keys in `<data_dir>/keys.sqlite` (WAL: every worker reads while the CLI writes)."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(str(path), timeout=10, isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.executescript(_SQLITE_SCHEMA)
+        self._conn = open_wal(path, timeout=10, script=_SQLITE_SCHEMA)
         self._lock = threading.Lock()
         path.chmod(0o600)
 

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gateway.schema import COLUMN_TYPES, COLUMNS, TABLES, TableSchema
+from gateway.state.sqlitefile import open_wal
 
 _WRITE_CACHE_KIB = 32 * 1024
 _COLS_SQL = ", ".join(f'"{c}"' for c in COLUMNS)
@@ -77,20 +78,13 @@ _TABLE_INSERTS = {t.name: _insert_sql(t) for t in TABLES.values()}
 
 
 def connect(path: Path, *, timeout: float = 30.0) -> sqlite3.Connection:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(str(path), timeout=timeout, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
+    conn = open_wal(path, timeout=timeout)
     conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
     return conn
 
 
 def ensure_schema(path: Path) -> None:
-    conn = connect(path)
-    try:
-        conn.executescript(_SCHEMA + _TABLES_SQL)
-    finally:
-        conn.close()
+    open_wal(path, timeout=30.0, script=_SCHEMA + _TABLES_SQL).close()
 
 
 class SQLiteSink:
