@@ -7,6 +7,8 @@ when it stops.
 
 from __future__ import annotations
 
+import logging
+import os
 from typing import Any
 
 from sanic import Request, Sanic
@@ -16,9 +18,12 @@ from sanic.response import HTTPResponse
 from gateway import handlers
 from gateway.api import console, events, openapi, web
 from gateway.config import load_gateway_config
+from gateway.lifecycle import main_process_gone
 from gateway.runtime import Runtime, tune_collector
 
 __all__ = ["create_app"]
+
+log = logging.getLogger("gateway")
 
 
 async def _start(app: Sanic[Any, Any]) -> None:
@@ -29,6 +34,8 @@ async def _start(app: Sanic[Any, Any]) -> None:
 
 
 async def _stop(app: Sanic[Any, Any]) -> None:
+    if main_process_gone():
+        log.warning("the gateway process is gone: worker %d stops", os.getpid())
     runtime: Runtime | None = getattr(app.ctx, "runtime", None)
     if runtime is not None:
         await runtime.close()

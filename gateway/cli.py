@@ -15,9 +15,12 @@ import orjson
 
 from gateway.config import GatewayConfig, load_gateway_config
 from gateway.errors import ConfigError
+from gateway.lifecycle import follow_main_process, mark_main_process
 from gateway.logs import setup_logging
 
 log = logging.getLogger("gateway")
+
+follow_main_process()  # in Sanic's worker and manager processes, which import this module
 
 
 def _load(path: str) -> tuple[GatewayConfig, int]:
@@ -77,6 +80,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     port = config.server.port if args.port is None else args.port
     workers = args.workers or config.server.workers
     prepare_data_dir(config)
+    mark_main_process()
     if n_sites == 0:
         log.warning("no site files in %s: every event will be dropped as unknown_site", config.sites_dir)
     config_path = str(Path(args.config).resolve())

@@ -279,20 +279,41 @@ def test_workers_ship_themselves_when_the_shipper_process_dies(start_gateway: Ca
     assert gw.proc.poll() is None  # the server kept serving throughout
 
 
-def test_shipper_exits_when_the_gateway_process_is_killed(start_gateway: Callable[..., Gateway]) -> None:
-    gw = start_gateway()
-    shipper_pid = json.loads((gw.data_dir / "state" / "shipper.json").read_text())["pid"]
-    os.kill(gw.proc.pid, signal.SIGKILL)  # the main process only: no chance to stop the shipper
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+def _group(pgid: int) -> set[int]:
+    """The live processes of process group `pgid` (a gateway runs in its own session)."""
+    pids = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            os.kill(shipper_pid, 0)
-        except ProcessLookupError:
-            break
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            pids.add(int(stat.parent.name))
+    return pids
+
+
+def test_shipper_and_workers_exit_when_the_gateway_process_is_killed_and_keep_what_they_took(
+        start_gateway: Callable[..., Gateway]) -> None:
+    gw = start_gateway(workers=2, flush_interval=600, batch_size=100_000)
+    for i in range(30):
+        assert gw.post(pageview(f"/k{i}")).status_code == 202
+    assert gw.proc is not None
+    shipper_pid = json.loads((gw.data_dir / "state" / "shipper.json").read_text())["pid"]
+    others = _group(gw.proc.pid) - {gw.proc.pid}
+    assert shipper_pid in others and len(others) >= 3  # the shipper and two workers
+    os.kill(gw.proc.pid, signal.SIGKILL)  # the main process only: no chance to stop the others
+    gw.proc.wait(5)
+    deadline = time.monotonic() + 15
+    while _group(gw.proc.pid) and time.monotonic() < deadline:
         time.sleep(0.2)
-    else:
-        pytest.fail("the shipper outlived the gateway process")
-    assert "the gateway process is gone: the shipper stops" in gw.log()
+    assert _group(gw.proc.pid) == set(), "a worker or the shipper outlived the gateway process"
+    log = gw.log()
+    assert "the gateway process is gone: the shipper stops" in log
+    assert log.count("the gateway process is gone: worker") == 2
+    # The workers flushed the events they had taken to the spool as they stopped: the next
+    # start ships them.
+    again = start_gateway(base=gw.base)
+    assert len(again.wait_rows(30)) == 30
 
 
 def test_sigint_also_flushes(start_gateway: Callable[..., Gateway]) -> None:
