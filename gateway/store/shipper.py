@@ -12,13 +12,13 @@ fails. A heartbeat thread publishes the counters to `<data_dir>/state/shipper.js
 second, also while a sink write hangs, for the workers' metrics and `/ready`. A worker that sees
 no heartbeat for `STALE_SECONDS` takes the process for dead and ships on its own from then on.
 On SIGTERM or SIGINT the shipper ships what is ready and exits; each worker ships its own last
-segment as it stops, and whatever is left is replayed at the next start.
+segment as it stops, and whatever is left is replayed at the next start. When the gateway process
+ends without stopping it (killed outright), the kernel sends the SIGTERM (gateway/lifecycle.py).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -26,6 +26,7 @@ import threading
 from pathlib import Path
 
 from gateway.config import load_gateway_config
+from gateway.lifecycle import follow_main_process, main_process_gone
 from gateway.logs import setup_logging
 from gateway.store.sinks import open_sink
 from gateway.store.spool import SegmentShipper, next_backoff
@@ -65,6 +66,7 @@ def run_shipper(config_path: str) -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    follow_main_process()  # SIGTERM when the gateway process ends, even killed outright
     sink = open_sink(config)
     shipper = SegmentShipper(config.data_dir / "spool", sink, batch_rows=config.sink.batch_size,
                              retention_days=config.retention_days)
@@ -74,7 +76,7 @@ def run_shipper(config_path: str) -> None:
     interval = min(max(0.02, config.sink.flush_interval / 2), 1.0)
     backoff = 0.0
     _publish(shipper, status)
-    heartbeat = threading.Thread(target=_heartbeat, args=(shipper, status, stop, os.getppid()),
+    heartbeat = threading.Thread(target=_heartbeat, args=(shipper, status, stop),
                                  name="heartbeat", daemon=True)
     heartbeat.start()
     log.info("shipper started for %s", shipper.dir)
@@ -83,6 +85,8 @@ def run_shipper(config_path: str) -> None:
             ok = _ship(shipper)
             backoff = next_backoff(backoff, ok)
             stop.wait(backoff or interval)
+        if main_process_gone():
+            log.warning("the gateway process is gone: the shipper stops")
         _ship(shipper)
     finally:
         heartbeat.join()
@@ -98,12 +102,8 @@ def is_stale(status: dict[str, object] | None, since: float, now: float) -> bool
     return now - last > STALE_SECONDS
 
 
-def _heartbeat(shipper: SegmentShipper, path: Path, stop: threading.Event, parent: int) -> None:
+def _heartbeat(shipper: SegmentShipper, path: Path, stop: threading.Event) -> None:
     while not stop.wait(HEARTBEAT_SECONDS):
-        if os.getppid() != parent:
-            log.warning("the gateway process is gone: the shipper stops")
-            stop.set()
-            return
         _publish(shipper, path)
 
 
