@@ -60,6 +60,8 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--top", type=int, default=30)
     ap.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
+    ap.add_argument("--native", action="store_true",
+                    help="C frames too (py-spy --native): inside the compiled modules and C extensions")
     ap.add_argument("--mix", choices=("repeat", "visitors", "flood", "server-api"), default="repeat",
                     help="bench/mix.py traffic, or bench/bench_server_api.py's 1000-event batches")
     args = ap.parse_args()
@@ -88,7 +90,8 @@ def main() -> int:
                                 stdout=subprocess.PIPE, text=True)
         time.sleep(1)
         subprocess.run([py_spy, "record", "--pid", str(worker), "--gil", "--format", "raw", "--rate",
-                        str(args.rate), "--duration", str(args.seconds), "--output", str(raw)],
+                        str(args.rate), "--duration", str(args.seconds), "--output", str(raw),
+                        *(["--native"] if args.native else [])],
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         out, _ = load.communicate()
     finally:
