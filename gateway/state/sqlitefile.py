@@ -34,7 +34,8 @@ def open_wal(path: Path, *, timeout: float, script: str = "") -> sqlite3.Connect
                 conn.executescript(script)
             return conn
         except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode not in _BUSY or time.monotonic() >= deadline:
+            # The primary code: the extended ones (SQLITE_BUSY_RECOVERY, ...) are busy too.
+            if exc.sqlite_errorcode & 0xFF not in _BUSY or time.monotonic() >= deadline:
                 conn.close()
                 raise
             if conn.in_transaction:
