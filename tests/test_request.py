@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -15,11 +17,13 @@ from gateway.ingest.body import (
     MAX_DOMAINS,
     MAX_ENGAGEMENT_MS,
     BodyParser,
+    ParsedEvent,
     ParsedItem,
     ParseResult,
     parse_body,
     parse_event,
 )
+from gateway.ingest.server_events import ServerEvent
 from shields.model import Event
 
 BASE: dict[str, Any] = {"n": "pageview", "u": "https://site.test/", "d": "site.test"}
@@ -201,6 +205,41 @@ def test_batch_item_with_comma_domains_fans_out_inside_its_item() -> None:
 
 def test_parse_event_refuses_a_non_object() -> None:
     assert parse_event([BASE]) == {"event": ["must be a JSON object"]}  # type: ignore[arg-type]
+
+
+# A value per field of the classes whose __init__ is written out, each unlike the others and
+# unlike its default (a compiled class's field types are not there to derive them from).
+_SAMPLE: dict[str, Any] = {
+    **{name: f"{name}-value" for name in (
+        "name", "domain", "url", "hostname", "pathname", "referrer", "utm_source", "utm_medium", "utm_campaign",
+        "utm_content", "utm_term", "click_id_param", "revenue_amount", "revenue_currency", "timestamp",
+        "event_id", "address", "user_agent", "visitor")},
+    "props": (("key", "value"),), "hash_mode": True, "interactive": False, "tracker_version": 7,
+    "scroll_depth": 55, "engagement_time": 3000, "automation": True, "columns": None, "consent": False,
+    "ip": ipaddress.ip_address("192.0.2.1"),
+    "event": ParsedEvent("pageview", "site.test", "https://site.test/", "site.test", "/"),
+}
+
+
+@pytest.mark.parametrize("cls", [ParsedEvent, ServerEvent])
+def test_a_written_out_init_takes_every_field_by_name_and_in_order_and_sets_it(cls: type) -> None:
+    # Both classes write their __init__ out (a compiled class keeps the generated one in plain
+    # Python): a field added without a parameter, or a parameter left unassigned, fails here.
+    names = [f.name for f in dataclasses.fields(cls)]
+    assert not set(names) - set(_SAMPLE), "give the new field a sample value"
+    values = {name: _SAMPLE[name] for name in names}
+    by_name = cls(**values)
+    in_order = cls(*values.values())
+    for name, value in values.items():
+        assert getattr(by_name, name) == value and getattr(in_order, name) == value, name
+
+
+def test_a_parsed_events_defaults_are_an_events() -> None:
+    required = {f.name: f"{f.name}-value" for f in dataclasses.fields(Event)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+    parsed, plain = ParsedEvent(**required), Event(**required)
+    assert all(getattr(parsed, f.name) == getattr(plain, f.name) for f in dataclasses.fields(Event))
+    assert parsed.columns is None
 
 
 # --- aliases ------------------------------------------------------------------------------
