@@ -4,6 +4,7 @@ tests/test_server_api.py covers the same rules through the real server."""
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -256,3 +257,8 @@ def test_stored_event_ids_are_marked_per_site_and_stable() -> None:
     assert a == stored_event_id(SITE, "order-1") and len(a) == 32 and a[0] == SENDER_ID_MARK
     assert all(c in "0123456789abcdef" for c in a[1:])
     assert a not in (stored_event_id("other.test", "order-1"), stored_event_id(SITE, "order-2"))
+    # The derivation is part of what is stored: a batch retried after an upgrade is still
+    # stored once only if every version derives the same id.
+    for site, sent in ((SITE, "order-1"), ("other.test", "é" * 64), (SITE, "x")):
+        digest = hashlib.blake2b(f"{site}\x00{sent}".encode(), digest_size=16).hexdigest()
+        assert stored_event_id(site, sent) == SENDER_ID_MARK + digest[:31]
