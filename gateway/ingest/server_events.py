@@ -18,7 +18,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 from functools import lru_cache
 from urllib.parse import urlencode
 
@@ -30,10 +30,10 @@ from shields.model import IPAddress
 __all__ = ["EVENT_ID", "FIELD_NAMES", "IDENTITY_FIELDS", "MAX_EVENT_ID", "MAX_IGNORED", "MAX_UA", "NOT_STORED",
            "Batch", "ServerEvent", "normalise", "normalise_batch", "stored_event_id"]
 
-MAX_EVENT_ID = 64
-MAX_VISITOR_ID = 200
-MAX_UA = 1000
-_FUTURE_SECONDS = 300
+MAX_EVENT_ID: Final = 64
+MAX_VISITOR_ID: Final = 200
+MAX_UA: Final = 1000
+_FUTURE_SECONDS: Final = 300
 
 _NAME = ("name", "eventName", "event_name", "event", "type", "event_type")
 _URL = ("url", "pageUrl", "page_url", "page")
@@ -97,14 +97,14 @@ def stored_event_id(domain: str, event_id: str) -> str:
 
 
 @lru_cache(maxsize=1024)
-def _site_hash(domain: str) -> Any:
+def _site_hash(domain: str) -> hashlib.blake2b:
     return hashlib.blake2b(f"{domain}\x00".encode(), digest_size=16)
 
 
 # A batch repeats its visitors' addresses and its events' seconds: both answers are pure
 # functions of their input, kept in small bounded caches (a parse and a strftime, each about a
 # microsecond, against a lookup).
-_ip_of = lru_cache(maxsize=4096)(parse_ip)
+_ip_of: Final = lru_cache(maxsize=4096)(parse_ip)
 
 
 @lru_cache(maxsize=4096)
@@ -168,14 +168,15 @@ FIELD_NAMES = frozenset(_SLOT)  # every name the normaliser reads
 # The order `_Shape.keys` reads the fields in (`domain` is not read).
 _READ = ("name", "url", "props", "referrer", "time", "visitor", "ua", "event_id", "consent", "path", "ip", "revenue",
          "interactive", "hash_mode")
-_ABSENT = 0  # a key no JSON object has (its keys are text): `dict.get` answers None for it
+_ABSENT: Final = 0  # a key no JSON object has (its keys are text): `dict.get` answers None for it
 
 
 @dataclass(frozen=True, slots=True)
 class _Shape:
     """How to read the events whose keys are one tuple of names, in that order: worked out once
     per such tuple. A batch's events share a handful of shapes (one sender, one code path), so
-    an event's fields are one `map` over `keys`, not a pass over its keys with a lookup each."""
+    an event's fields are one lookup each by `keys`, not a pass over its keys with a lookup each
+    against every alias."""
 
     keys: tuple[str | int, ...]  # per field of `_READ`: its first name in precedence order that is present
     spelled_twice: tuple[int, ...]  # fields present under two names: a null in the first falls to the next
@@ -198,10 +199,10 @@ def _shape(names: tuple[str, ...]) -> _Shape:
 
 # Shapes seen, by key tuple: bounded, and started afresh when full (a sender whose every event
 # has a shape of its own gains nothing from it, and loses nothing but the memo's upkeep).
-_SHAPES: dict[tuple[str, ...], _Shape] = {}
-_MAX_SHAPES = 512
-_MAX_SHAPE_KEYS = 40  # an event with more keys, or longer names, is read without the memo
-_MAX_SHAPE_CHARS = 1024
+_SHAPES: Final[dict[tuple[str, ...], _Shape]] = {}
+_MAX_SHAPES: Final = 512
+_MAX_SHAPE_KEYS: Final = 40  # an event with more keys, or longer names, is read without the memo
+_MAX_SHAPE_CHARS: Final = 1024
 
 
 def _utm(obj: Mapping[str, Any]) -> dict[str, str]:
@@ -226,7 +227,7 @@ def _utm(obj: Mapping[str, Any]) -> dict[str, str]:
 # short texts, which a batch (and the next one) repeats: the same pages, names and referrers
 # again and again. Its answer is kept in a bounded cache and shared; nothing writes to a parsed
 # event but the row builder's own memo of its columns, a pure function of the event too.
-_MAX_MEMO_TEXT = 1024
+_MAX_MEMO_TEXT: Final = 1024
 
 
 def _plain(name: Any, url: Any, domain: str, referrer: Any, props: Any = None, revenue: Any = None,
@@ -235,7 +236,7 @@ def _plain(name: Any, url: Any, domain: str, referrer: Any, props: Any = None, r
                         "i": interactive, "h": hash_mode})
 
 
-_plain_memo = lru_cache(maxsize=8192)(_plain)
+_plain_memo: Final = lru_cache(maxsize=8192)(_plain)
 
 
 def _add(errors: dict[str, list[str]], field: str, message: str) -> None:
@@ -257,8 +258,24 @@ def normalise(obj: Any, domain: str, now: float, max_age: float,
             if len(_SHAPES) >= _MAX_SHAPES:
                 _SHAPES.clear()
             _SHAPES[names] = shape
-    (name, url, props, referrer, time_value, visitor, ua, event_id, consent, path, raw_ip, revenue, interactive,
-     hash_mode) = map(obj.get, shape.keys)
+    # One dict lookup per field, each by the name this shape has for it (compiled: a C call each,
+    # where a `map` over the names goes through the iterator protocol and a method call per field).
+    d: dict[Any, Any] = obj
+    keys = shape.keys
+    name = d.get(keys[0])
+    url = d.get(keys[1])
+    props = d.get(keys[2])
+    referrer = d.get(keys[3])
+    time_value = d.get(keys[4])
+    visitor = d.get(keys[5])
+    ua = d.get(keys[6])
+    event_id = d.get(keys[7])
+    consent = d.get(keys[8])
+    path = d.get(keys[9])
+    raw_ip = d.get(keys[10])
+    revenue = d.get(keys[11])
+    interactive = d.get(keys[12])
+    hash_mode = d.get(keys[13])
     if shape.spelled_twice:
         values = [name, url, props, referrer, time_value, visitor, ua, event_id, consent, path, raw_ip, revenue,
                   interactive, hash_mode]
