@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from hypothesis import assume, given, settings, strategies as st
 
+from gateway.ingest import server_events
 from gateway.ingest.server_events import (
     EVENT_ID,
     FIELD_NAMES,
@@ -262,3 +263,13 @@ def test_stored_event_ids_are_marked_per_site_and_stable() -> None:
     for site, sent in ((SITE, "order-1"), ("other.test", "é" * 64), (SITE, "x")):
         digest = hashlib.blake2b(f"{site}\x00{sent}".encode(), digest_size=16).hexdigest()
         assert stored_event_id(site, sent) == SENDER_ID_MARK + digest[:31]
+
+
+def test_the_normalisers_memos_stay_bounded_under_never_seen_values() -> None:
+    now = datetime.now(UTC).timestamp()
+    for i in range(9000):
+        event = {"name": "pageview", "url": f"https://{SITE}/p{i}", "ip": f"10.{i // 65536}.{i // 256 % 256}.{i % 256}",
+                 "userAgent": "curl/8", "timestamp": int((now - i) * 1000), "eventId": f"e{i}"}
+        assert isinstance(normalise(event, SITE, now, 86400.0), ServerEvent)
+    assert 0 < len(server_events._IPS) <= 4096 and 0 < len(server_events._STAMPS) <= 4096
+    assert 0 < len(server_events._PLAIN) <= 8192
