@@ -236,8 +236,7 @@ def _shape(names: tuple[str, ...]) -> _Shape:
 
 # Shapes seen, by key tuple: bounded, and started afresh when full (a sender whose every event
 # has a shape of its own gains nothing from it, and loses nothing but the memo's upkeep).
-_SHAPES: Final[dict[tuple[str, ...], _Shape]] = {}
-_MAX_SHAPES: Final = 512
+_SHAPES: Final[_Memo[tuple[str, ...], _Shape]] = _Memo(512)
 _MAX_SHAPE_KEYS: Final = 40  # an event with more keys, or longer names, is read without the memo
 _MAX_SHAPE_CHARS: Final = 1024
 
@@ -300,9 +299,7 @@ def normalise(obj: Any, domain: str, now: float, max_age: float,
     if shape is None:
         shape = _shape(names)
         if len(names) <= _MAX_SHAPE_KEYS and sum(map(len, names)) <= _MAX_SHAPE_CHARS:
-            if len(_SHAPES) >= _MAX_SHAPES:
-                _SHAPES.clear()
-            _SHAPES[names] = shape
+            _SHAPES.put(names, shape)
     # One dict lookup per field, each by the name this shape has for it (compiled: a C call each,
     # where a `map` over the names goes through the iterator protocol and a method call per field).
     d: dict[Any, Any] = obj
