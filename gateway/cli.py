@@ -6,6 +6,7 @@ import argparse
 import ipaddress
 import json
 import logging
+import signal
 import sys
 from functools import partial
 from pathlib import Path
@@ -88,6 +89,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app = loader.load()
     app.prepare(host=host, port=port, workers=workers, access_log=False, motd=False,
                 single_process=False)
+    app.register_listener(_stop_between_polls, "main_process_ready")
     shipper = None
     if config.spool.mode == "disk" and config.spool.shipper == "process":
         shipper = shipper_process.start(config_path)
@@ -99,6 +101,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if shipper is not None:
             shipper_process.stop(shipper)  # after the workers: they ship their last segments first
     return 0
+
+
+def _stop_between_polls(app: Any) -> None:
+    """SIGTERM and SIGINT in the main process ask Sanic's worker manager to stop through its own
+    monitor pipe, which it reads between polls of the workers' shared state. Sanic's handler stops
+    the workers from inside the signal handler, and that writes the shared state: when the signal
+    lands while the main thread is reading it, the two calls share one connection to the state
+    manager, the read gets the write's answer and the main process exits 1 with a TypeError
+    instead of 0. A second signal still goes to Sanic's handler (it kills a stop that hangs)."""
+    manager = app.manager
+    asked = False
+
+    def on_signal(signum: int, frame: Any) -> None:
+        nonlocal asked
+        if asked:
+            manager.shutdown_signal(signum, frame)
+            return
+        asked = True
+        log.info("received %s: stopping the workers", signal.Signals(signum).name)
+        manager.monitor_publisher.send("__TERMINATE__")
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
 
 
 def _say_how_built() -> None:
