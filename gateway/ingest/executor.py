@@ -200,22 +200,24 @@ class Executor:
             known = site is not UNKNOWN
             verdict, would = _decide(plan, event, client, site, memo)
             for w in would:
-                metrics.would_drop[(label, w.reason.value)] += 1
+                reason = w.reason.value  # an enum's `value` is a Python-level property: read once
+                metrics.would_drop[(label, reason)] += 1
                 if w.evidence:
-                    metrics.would_drop_evidence[(label, w.reason.value, w.evidence)] += 1
+                    metrics.would_drop_evidence[(label, reason, w.evidence)] += 1
                 if known:
-                    minutes[(minute, label, "would_drop", w.reason.value)] += 1
+                    minutes[(minute, label, "would_drop", reason)] += 1
             if verdict is None:
                 kept.append((event, site))
                 out.kept_at.append(at)
                 accepted[label] = accepted.get(label, 0) + 1
                 continue
-            metrics.dropped[(label, verdict.reason.value)] += 1
+            reason = verdict.reason.value
+            metrics.dropped[(label, reason)] += 1
             if verdict.evidence:
-                metrics.dropped_evidence[(label, verdict.reason.value, verdict.evidence)] += 1
+                metrics.dropped_evidence[(label, reason, verdict.evidence)] += 1
             out.dropped.append((label, verdict.reason))
             if known:
-                minutes[(minute, label, "dropped", verdict.reason.value)] += 1
+                minutes[(minute, label, "dropped", reason)] += 1
                 out.site_drops.append((event, site, verdict, client))
             if isinstance(verdict, Throttled):
                 out.retry_after = max(out.retry_after, verdict.retry_after)
