@@ -320,6 +320,20 @@ def test_events_with_no_visitor_fields_share_one_visitor_per_request(gw: Gateway
     assert visitor["e"] not in (visitor["a"], visitor["d"])  # another request, another visitor
 
 
+def test_a_visitors_events_are_one_visitor_whether_sent_together_or_between_others(gw: Gateway) -> None:
+    key = gw.key("shop.test", "ingest")
+    firefox = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
+    who = {"a": ("203.0.113.61", CHROME), "b": ("203.0.113.62", CHROME), "c": ("203.0.113.61", firefox)}
+    order = ["a", "a", "b", "a", "c", "b", "b", "a", "c"]  # runs of one visitor and visitors in between
+    events = [{"name": f"{v}{i}", "path": "/", "ip": who[v][0], "userAgent": who[v][1]} for i, v in enumerate(order)]
+    assert send(gw, key, events).json() == {"accepted": len(order)}
+    ids: dict[str, set[int]] = {}
+    for row in gw.wait_rows(len(order)):
+        ids.setdefault(row["name"][0], set()).add(row["user_id"])
+    assert all(len(v) == 1 for v in ids.values()), ids
+    assert len(ids["a"] | ids["b"] | ids["c"]) == 3  # the address or the User-Agent tells them apart
+
+
 def test_ignored_names_each_field_once_across_events_and_message_id_is_read_not_ignored(gw: Gateway) -> None:
     key = gw.key("shop.test", "ingest")
     batch = [{"name": "a", "path": "/m", "messageId": "m-1", "email": "a@example.com", "pageTitle": "A"},
