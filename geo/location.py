@@ -134,7 +134,8 @@ def _flat(record: Mapping[str, Any]) -> Location | None:
 def location_from_record(record: Any) -> Location | None:
     """Turn one decoded MMDB record of either shape into a ``Location`` (``None`` if it says nothing)."""
     if type(record) is not dict:
-        if not isinstance(record, Mapping):
+        # None (an address the file does not hold) is the usual case here: no ABC check for it.
+        if record is None or not isinstance(record, Mapping):
             return None
         record = dict(record)
     # The shape is decided per record, not per file: it costs one dict lookup and it reads
