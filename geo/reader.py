@@ -12,7 +12,7 @@ is logged once and the old data keeps serving. Writers must replace files with a
 under a live mapping.
 
 Each worker process has its own reader and notices the new file on its own within one interval.
-The cache is a `functools.lru_cache` per set of files, safe to use from several threads.
+The cache is a bounded dict per set of files, safe to use from several threads.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from typing import Any
@@ -112,39 +111,51 @@ class _Db:
 
 
 Getter = Callable[[Any], Any] | None
-Finder = Callable[[int | str], Location | None]
 
 
-def _finder(main: _Db, main_v6: _Db | None, asn: _Db | None, cache_size: int) -> Finder:
-    """Everything one lookup reads, swapped as a single reference on reload.
+class _Finder:
+    """Everything one lookup reads, swapped as a single reference on reload, with its answers.
 
-    The function takes a key: an IPv4 address as its integer, an IPv6 address as the
-    complement of its integer (`~n`, negative, so the two families never share a key), or a
-    validated address string. It raises on a corrupt record; `functools.lru_cache` keeps no
-    answer then. A closure, not a bound method: no reference cycle, so an old file is unmapped
-    as soon as the last lookup holding it is done.
+    Called with a key and the address to ask the files about: an IPv4 address object under its
+    integer, an IPv6 one under the complement of its integer (`~n`, negative, so the two
+    families never share a key), or validated address text under itself. The object is handed
+    to the C extension as it is: rebuilding it from the key would cost more than the file's
+    own lookup. Raises on a corrupt record, and keeps no answer then.
+
+    The answers are a dict of at most `size`, started afresh when full: a hit is one dict probe
+    (a `functools.lru_cache` hit from compiled code builds a key tuple and reorders a list), and
+    no step can race another thread's (one C-level dict operation each). Not a bound method of
+    the reader: no reference cycle, so an old file is unmapped as soon as the last lookup
+    holding it is done.
     """
-    v4: Getter = main.reader.get
-    # A single IPv4-only file cannot answer IPv6; asking would raise, so route to nothing.
-    if main_v6 is not None:
-        v6: Getter = main_v6.reader.get
-    else:
-        v6 = main.reader.get if main.info.ip_version == 6 else None
-    asn_v4: Getter = asn.reader.get if asn is not None else None
-    asn_v6: Getter = asn.reader.get if asn is not None and asn.info.ip_version == 6 else None
 
-    def find(key: int | str) -> Location | None:
-        if type(key) is int:
-            if key >= 0:
-                return _get(v4, asn_v4, IPv4Address(key))
-            return _get(v6, asn_v6, IPv6Address(~key))
-        if ":" in key:  # type: ignore[operator]
-            return _get(v6, asn_v6, key)
-        return _get(v4, asn_v4, key)
+    __slots__ = ("_v4", "_v6", "_asn_v4", "_asn_v6", "_answers", "_size")
 
-    # A new cache per swap: entries from the old files must not outlive them. Keyed by an
-    # integer or a short string, so a hit is one C-level dict probe.
-    return lru_cache(maxsize=cache_size)(find) if cache_size > 0 else find
+    def __init__(self, main: _Db, main_v6: _Db | None, asn: _Db | None, size: int) -> None:
+        self._v4: Getter = main.reader.get
+        # A single IPv4-only file cannot answer IPv6; asking would raise, so route to nothing.
+        if main_v6 is not None:
+            self._v6: Getter = main_v6.reader.get
+        else:
+            self._v6 = main.reader.get if main.info.ip_version == 6 else None
+        self._asn_v4: Getter = asn.reader.get if asn is not None else None
+        self._asn_v6: Getter = asn.reader.get if asn is not None and asn.info.ip_version == 6 else None
+        self._answers: dict[int | str, Location | None] = {}
+        self._size = size
+
+    def __call__(self, key: int | str, ip: IPv4Address | IPv6Address | str, v6: bool) -> Location | None:
+        answers = self._answers
+        if key in answers:
+            return answers[key]
+        location = _get(self._v6, self._asn_v6, ip) if v6 else _get(self._v4, self._asn_v4, ip)
+        if self._size > 0:
+            if len(answers) >= self._size:
+                answers.clear()
+            answers[key] = location
+        return location
+
+    def __len__(self) -> int:
+        return len(self._answers)
 
 
 def _get(get: Getter, asn_get: Getter, ip: Any) -> Location | None:
@@ -193,10 +204,10 @@ class GeoReader:
             self._interval = None
         self._next_check = clock() + self._interval if self._interval is not None else float("inf")
 
-    def _build_finder(self) -> Finder:
+    def _build_finder(self) -> _Finder:
         main, main_v6, asn = self._dbs
         assert main is not None
-        return _finder(main, main_v6, asn, self._cache_size)
+        return _Finder(main, main_v6, asn, self._cache_size)
 
     @property
     def databases(self) -> tuple[DatabaseInfo, ...]:
@@ -214,10 +225,10 @@ class GeoReader:
         kind = type(ip)
         try:
             if kind is IPv4Address:
-                return find(int(ip))
+                return find(int(ip), ip, False)
             if kind is IPv6Address:
                 mapped = ip.ipv4_mapped  # type: ignore[union-attr]
-                return find(int(mapped)) if mapped is not None else find(~int(ip))
+                return find(int(mapped), mapped, False) if mapped is not None else find(~int(ip), ip, True)
             if kind is str:
                 # Validated with inet_pton (strict, ~0.2 µs) rather than ipaddress (~3 µs), and
                 # not left to the C extension, which accepts inet_aton forms such as "1.2.3" or
@@ -226,10 +237,11 @@ class GeoReader:
                 if ":" in ip:  # type: ignore[operator]
                     packed = _inet_pton(_AF_INET6, ip)  # type: ignore[arg-type]
                     if packed[:12] == _MAPPED_PREFIX:
-                        return find(_inet_ntop(_AF_INET, packed[12:]))
-                else:
-                    _inet_pton(_AF_INET, ip)  # type: ignore[arg-type]
-                return find(ip)  # type: ignore[arg-type]
+                        text = _inet_ntop(_AF_INET, packed[12:])
+                        return find(text, text, False)
+                    return find(ip, ip, True)  # type: ignore[arg-type]
+                _inet_pton(_AF_INET, ip)  # type: ignore[arg-type]
+                return find(ip, ip, False)  # type: ignore[arg-type]
             return None
         except (OSError, ValueError, TypeError, InvalidDatabaseError):
             # Bad input, or a corrupt record: geo is enrichment and must not fail a request.

@@ -204,6 +204,16 @@ def test_cached_and_uncached_readers_agree(tmp_path: Path) -> None:
             assert cached.lookup(ip_address(a) if a != "bad" else a) == plain.lookup(a)
 
 
+def test_the_readers_answers_stay_bounded_and_a_kept_answer_is_the_files(tmp_path: Path) -> None:
+    path = write_nested_city(tmp_path / "city.mmdb")
+    reader, plain = GeoReader(path, cache_size=8), GeoReader(path, cache_size=0)
+    for n in range(100):  # never-seen addresses, as in a flood
+        address = f"81.2.69.{n}"
+        assert reader.lookup(ip_address(address)) == plain.lookup(address)
+        assert 1 <= len(reader._find) <= 8
+    assert len(plain._find) == 0
+
+
 # --- opening and hot replacement ------------------------------------------------------------
 
 def test_missing_database_is_a_clear_error(tmp_path: Path) -> None:
