@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 from bisect import bisect_right
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
 _IPV4 = ipaddress.IPv4Address
@@ -106,18 +106,15 @@ def _parse_v4_fast(text: str) -> Interval | None:
     return first, first | host
 
 
-def _finder(starts: list[int], ends: list[int]) -> Callable[[int], bool]:
+def _found(starts: list[int], ends: list[int], value: int) -> bool:
     """Membership of an address (as an integer) in the merged intervals `starts`/`ends`.
 
     No memo in front: the request path keeps each client's IP-list verdicts with the client
     (gateway/ingest/clients.py), so a lookup here is for a client not seen before, which a memo
-    keyed by address would miss anyway."""
-
-    def find(value: int) -> bool:
-        i = bisect_right(starts, value) - 1
-        return i >= 0 and value <= ends[i]
-
-    return find
+    keyed by address would miss anyway. A plain function, called directly: compiled, a closure
+    kept per set was a call through Python's protocol (its arguments parsed) on every lookup."""
+    i = bisect_right(starts, value) - 1
+    return i >= 0 and value <= ends[i]
 
 
 def _merge(intervals: list[Interval]) -> tuple[list[int], list[int]]:
@@ -137,13 +134,11 @@ def _merge(intervals: list[Interval]) -> tuple[list[int], list[int]]:
 class IntervalSet:
     """An immutable set of IPv4 and IPv6 addresses held as sorted, merged intervals."""
 
-    __slots__ = ("_v4_starts", "_v4_ends", "_v6_starts", "_v6_ends", "_find4", "_find6", "invalid")
+    __slots__ = ("_v4_starts", "_v4_ends", "_v6_starts", "_v6_ends", "invalid")
 
     def __init__(self, v4: Iterable[Interval] = (), v6: Iterable[Interval] = (), invalid: int = 0) -> None:
         self._v4_starts, self._v4_ends = _merge(list(v4))
         self._v6_starts, self._v6_ends = _merge(list(v6))
-        self._find4 = _finder(self._v4_starts, self._v4_ends)
-        self._find6 = _finder(self._v6_starts, self._v6_ends)
         self.invalid = invalid  # lines skipped while parsing, for list validation and status
 
     @classmethod
@@ -194,11 +189,11 @@ class IntervalSet:
         An IPv4-mapped address (`unmapped`) is in the set when its IPv4 address is, or when an
         IPv6 entry contains it as written."""
         if type(ip) is _IPV4 or ip.version == 4:  # the type test first: no property call
-            return self._find4(int(ip))
+            return _found(self._v4_starts, self._v4_ends, int(ip))
         v4 = unmapped(ip)
-        if v4 is not ip and self._find4(int(v4)):
+        if v4 is not ip and _found(self._v4_starts, self._v4_ends, int(v4)):
             return True
-        return self._find6(int(ip))
+        return _found(self._v6_starts, self._v6_ends, int(ip))
 
     def __len__(self) -> int:
         """Number of merged intervals (not addresses)."""
