@@ -11,6 +11,7 @@ again for a repeated body (gateway/ingest/body.py). Only kept events are enriche
 from __future__ import annotations
 
 import functools
+from typing import Final
 
 import orjson
 
@@ -23,6 +24,8 @@ from shields.model import Event
 __all__ = ["EventColumns", "RowColumns"]
 
 EventColumns = tuple[SourceColumns, DetailColumns]
+
+_new: Final = tuple.__new__
 
 
 class RowColumns:
@@ -44,12 +47,16 @@ class RowColumns:
     def for_client(self, user_agent: str, location: Location | None) -> ClientColumns:
         """The geo and User-Agent columns of every row from this client. Never raises."""
         ua = self._agents.parse(user_agent)
+        # The columns' tuples are built with `tuple.__new__`, which is all a NamedTuple's own
+        # `__new__` does, from C: that one is a Python-level function, an interpreted call per
+        # client and per event enriched (about 2,900 instructions each, callgrind).
         if location is None or location.country_code is None:
-            return ClientColumns("", "", "", 0, ua.screen_size, ua.operating_system, ua.operating_system_version,
-                                 ua.browser, ua.browser_version)
-        return ClientColumns(location.country_code, location.subdivision1_code or "",
-                             location.subdivision2_code or "", location.city_geoname_id or 0, ua.screen_size,
-                             ua.operating_system, ua.operating_system_version, ua.browser, ua.browser_version)
+            return _new(ClientColumns, ("", "", "", 0, ua.screen_size, ua.operating_system,
+                                        ua.operating_system_version, ua.browser, ua.browser_version))
+        return _new(ClientColumns, (location.country_code, location.subdivision1_code or "",
+                                    location.subdivision2_code or "", location.city_geoname_id or 0, ua.screen_size,
+                                    ua.operating_system, ua.operating_system_version, ua.browser,
+                                    ua.browser_version))
 
     def for_event(self, event: Event) -> EventColumns:
         """The columns that come from the event alone. Never raises."""
@@ -65,16 +72,18 @@ class RowColumns:
         version = event.tracker_version
         return (
             source,
-            DetailColumns(keys, values, event.scroll_depth, event.engagement_time, 1 if event.interactive else 0,
-                          event.revenue_amount, event.revenue_currency or "", version if 0 <= version < 65536 else 0),
+            _new(DetailColumns, (keys, values, event.scroll_depth, event.engagement_time, 1 if event.interactive else 0,
+                                 event.revenue_amount, event.revenue_currency or "",
+                                 version if 0 <= version < 65536 else 0)),
         )
 
     def _source_columns(self, hostname: str, pathname: str, referrer: str | None, click_id: str | None,
                         utm_source: str | None, utm_medium: str | None, utm_campaign: str | None,
                         utm_content: str | None, utm_term: str | None) -> SourceColumns:
         ref = self._referrers.classify_fields(referrer, hostname, utm_source, utm_medium, click_id)
-        return SourceColumns(hostname, pathname, ref.referrer, ref.referrer_source, click_id or "", ref.utm_medium,
-                             utm_source or "", utm_campaign or "", utm_content or "", utm_term or "")
+        return _new(SourceColumns, (hostname, pathname, ref.referrer, ref.referrer_source, click_id or "",
+                                    ref.utm_medium, utm_source or "", utm_campaign or "", utm_content or "",
+                                    utm_term or ""))
 
     def cache_info(self) -> dict[str, int]:
         """Entries in each cache, for tests and metrics."""
