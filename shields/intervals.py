@@ -1,4 +1,4 @@
-"""Address sets: sorted, merged integer intervals per IP family, searched with `bisect`.
+"""Address sets: sorted, merged integer intervals per IP family, found by binary search.
 
 Address lists (datacenter ranges, threat addresses, a site's own IP rules, the gateway's trusted
 proxies) become an `IntervalSet`. Fifty thousand CIDRs cost a few hundred kilobytes and one
@@ -10,7 +10,6 @@ for an IPv4 client) is the IPv4 address it maps (`unmapped`).
 from __future__ import annotations
 
 import ipaddress
-from bisect import bisect_right
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -112,9 +111,20 @@ def _found(starts: list[int], ends: list[int], value: int) -> bool:
     No memo in front: the request path keeps each client's IP-list verdicts with the client
     (gateway/ingest/clients.py), so a lookup here is for a client not seen before, which a memo
     keyed by address would miss anyway. A plain function, called directly: compiled, a closure
-    kept per set was a call through Python's protocol (its arguments parsed) on every lookup."""
-    i = bisect_right(starts, value) - 1
-    return i >= 0 and value <= ends[i]
+    kept per set was a call through Python's protocol (its arguments parsed) on every lookup.
+
+    The search is written out rather than `bisect_right`'s: compiled, each step of it compares
+    two machine integers (an IPv4 address fits in one), where `bisect` compares two Python
+    objects through the generic protocol (a lookup in 50,000 ranges is 16 steps)."""
+    lo = 0
+    hi = len(starts)
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if value < starts[mid]:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo > 0 and value <= ends[lo - 1]
 
 
 def _merge(intervals: list[Interval]) -> tuple[list[int], list[int]]:
@@ -184,7 +194,7 @@ class IntervalSet:
         return False
 
     def contains(self, ip: IPAddress) -> bool:
-        """Membership of a parsed address (the hot path: no parsing, one bisect).
+        """Membership of a parsed address (the hot path: no parsing, one binary search).
 
         An IPv4-mapped address (`unmapped`) is in the set when its IPv4 address is, or when an
         IPv6 entry contains it as written."""
