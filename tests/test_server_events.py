@@ -5,6 +5,7 @@ tests/test_server_api.py covers the same rules through the real server."""
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -251,6 +252,29 @@ def test_any_object_is_an_event_or_errors_never_an_exception(obj: dict[str, Any]
     result = normalise(obj, SITE, NOW, WEEK)
     assert isinstance(result, ServerEvent) or (isinstance(result, dict) and result and all(
         isinstance(v, list) and all(isinstance(m, str) for m in v) for v in result.values()))
+
+
+_PROP_VALUES = st.one_of(_JSON, st.text(max_size=2100), st.dictionaries(st.text(max_size=300), _JSON, max_size=40))
+
+
+@given(props=st.one_of(_PROP_VALUES, st.dictionaries(st.text(max_size=12), _PROP_VALUES, max_size=5),
+                       _PROP_VALUES.map(lambda v: json.dumps({"k": v}))),
+       name=st.sampled_from(["Signup", "404", "Form: Submission", "engagement", "pageview"]),
+       page=st.sampled_from(["/a", "https://shop.test/b?utm_source=x#c", "https://other.test/", "nope"]))
+@settings(max_examples=400)
+def test_props_beside_a_memoised_page_read_as_the_whole_validator_reads_them(props: Any, name: str, page: str) -> None:
+    # `interactive: true` is the default, and sends the event through the whole validator:
+    # the same answer either way, fields or errors.
+    event = {"name": name, "url": page, "referrer": "https://news.example/", "properties": props}
+    fast, whole = normalise(event, SITE, NOW, WEEK), normalise({**event, "interactive": True}, SITE, NOW, WEEK)
+    if isinstance(whole, ServerEvent):
+        assert isinstance(fast, ServerEvent) and fast.event == whole.event and fast.event.props == whole.event.props
+    else:
+        assert fast == whole
+    # and the memo's event, which the props were added to a copy of, is as it was
+    bare = {k: v for k, v in event.items() if k != "properties"}
+    memo, check = normalise(bare, SITE, NOW, WEEK), normalise({**bare, "interactive": True}, SITE, NOW, WEEK)
+    assert memo == check if not isinstance(check, ServerEvent) else memo.event == check.event  # type: ignore[union-attr]
 
 
 def test_stored_event_ids_are_marked_per_site_and_stable() -> None:

@@ -43,6 +43,7 @@ __all__ = [
     "ParsedEvent",
     "ParsedItem",
     "parse_body",
+    "with_props",
     "parse_event",
 ]
 
@@ -137,6 +138,22 @@ class ParsedEvent(Event):
         self.revenue_currency = revenue_currency
         self.automation = automation
         self.columns = columns
+
+
+def with_props(event: ParsedEvent, value: Any) -> ParsedEvent | None:
+    """`event` as `parse_event` makes it when its object also holds the props `value` (None when
+    those props are an error: the caller then validates the whole object). The other fields do
+    not depend on the props, so a validated event without them (a memo's) plus this is the
+    whole validation of an event with props."""
+    errors: Errors = {}
+    props = _props(value, event.name, event.pathname, errors)
+    if errors:
+        return None
+    return ParsedEvent(event.name, event.domain, event.url, event.hostname, event.pathname, event.referrer, props,
+                       event.hash_mode, event.interactive, event.tracker_version, event.scroll_depth,
+                       event.engagement_time, event.utm_source, event.utm_medium, event.utm_campaign,
+                       event.utm_content, event.utm_term, event.click_id_param, event.revenue_amount,
+                       event.revenue_currency, event.automation)
 
 
 # Built per request, so not frozen (see shields.model); treated as immutable.

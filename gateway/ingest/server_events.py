@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, Final, Generic, TypeVar
 from urllib.parse import urlencode
 
-from gateway.ingest.body import ParsedEvent, parse_event
+from gateway.ingest.body import ParsedEvent, parse_event, with_props
 from gateway.ingest.client_ip import parse_ip
 from gateway.schema import SENDER_ID_MARK
 from shields.model import IPAddress
@@ -340,12 +340,18 @@ def normalise(obj: Any, domain: str, now: float, max_age: float,
         if utm and isinstance(url, str):  # into the query, before any #fragment; the last repeat wins
             page, hashmark, fragment = url.partition("#")
             url = page + ("&" if "?" in page else "?") + urlencode(utm) + hashmark + fragment
+    parsed: list[ParsedEvent] | dict[str, list[str]] | None = None
     if (type(name) is str and type(url) is str and (referrer is None or type(referrer) is str)
-            and props is None and revenue is None and interactive is None and hash_mode is None
+            and revenue is None and interactive is None and hash_mode is None
             and len(url) <= _MAX_MEMO_TEXT and len(name) <= _MAX_MEMO_TEXT
             and (referrer is None or len(referrer) <= _MAX_MEMO_TEXT)):
         parsed = _plain_memo(name, url, domain, referrer)
-    else:
+        if props is not None:
+            # Props change no other field: the memo's event plus its props, validated alone.
+            # An error anywhere goes through the whole validator, which names every one.
+            with_them = with_props(parsed[0], props) if type(parsed) is list else None
+            parsed = [with_them] if with_them is not None else None
+    if parsed is None:
         parsed = _plain(name, url, domain, referrer, props, revenue, interactive, _hash_mode(hash_mode))
     event: ParsedEvent | None = None
     if isinstance(parsed, dict):
