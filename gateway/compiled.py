@@ -36,6 +36,7 @@ MODULES: tuple[str, ...] = (
     "shields/agents.py",
     "geo/location.py",
     "geo/reader.py",
+    "gateway/enrich/useragent.py",
     "gateway/enrich/columns.py",
     "gateway/enrich/geo.py",
     "gateway/state/salts.py",
