@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, cast
 
 import maxminddb
 from maxminddb.errors import InvalidDatabaseError
@@ -111,6 +111,7 @@ class _Db:
 
 
 Getter = Callable[[Any], Any] | None
+_NOT_KEPT: Final[Any] = object()  # what `_Finder` has not kept an answer for
 
 
 class _Finder:
@@ -145,8 +146,9 @@ class _Finder:
 
     def __call__(self, key: int | str, ip: IPv4Address | IPv6Address | str, v6: bool) -> Location | None:
         answers = self._answers
-        if key in answers:
-            return answers[key]
+        found = answers.get(key, _NOT_KEPT)  # one probe: another thread may clear the dict between two
+        if found is not _NOT_KEPT:
+            return cast("Location | None", found)
         location = _get(self._v6, self._asn_v6, ip) if v6 else _get(self._v4, self._asn_v4, ip)
         if self._size > 0:
             if len(answers) >= self._size:

@@ -214,6 +214,31 @@ def test_the_readers_answers_stay_bounded_and_a_kept_answer_is_the_files(tmp_pat
     assert len(plain._find) == 0
 
 
+def test_threads_sharing_a_reader_whose_answers_are_cleared_all_the_time_get_the_files_answers(
+        tmp_path: Path) -> None:
+    path = write_nested_city(tmp_path / "city.mmdb")
+    reader, plain = GeoReader(path, cache_size=2), GeoReader(path, cache_size=0)
+    addresses = [ip_address(f"81.2.69.{n}") for n in range(40)] + [ip_address(s.address) for s in SAMPLES]
+    expected = {a: plain.lookup(a) for a in addresses}
+    wrong: list[object] = []
+
+    def ask() -> None:
+        try:
+            for _ in range(200):
+                for a in addresses:
+                    if reader.lookup(a) != expected[a]:
+                        wrong.append(a)
+        except Exception as exc:  # noqa: BLE001  # a thread's exception would not fail the test
+            wrong.append(exc)
+
+    threads = [threading.Thread(target=ask) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert wrong == [] and len(reader._find) <= 2
+
+
 # --- opening and hot replacement ------------------------------------------------------------
 
 def test_missing_database_is_a_clear_error(tmp_path: Path) -> None:
