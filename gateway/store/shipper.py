@@ -6,7 +6,7 @@ Sanic's main process polls a shared state dict for each of those, and a signal h
 writes that state during a poll corrupts it (the main process then exits 1 instead of 0). The
 gateway's own stop goes around that (`gateway/cli.py: _stop_between_polls`), but a second
 signal, or Sanic stopping on its own, still ends in Sanic's handler; the shipper is started and
-stopped by `serve` itself, outside that state, and needs none of what managing gives. Shipping here,
+stopped by `serve` itself, outside that state (if it dies, the workers ship instead: below). Shipping here,
 not in a thread of each worker, keeps segment decoding and the sink client off the workers'
 event loops and their GIL: a worker only appends and rotates.
 
